@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/juicedata/juicefs/pkg/utils"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/disgrafs/disgrafs/config"
+	"github.com/disgrafs/disgrafs/control"
+	"github.com/disgrafs/disgrafs/daemon"
+	"github.com/disgrafs/disgrafs/version"
+	"github.com/disgrafs/disgrafs/volume"
+)
+
+func newFormat(g *globals) *cobra.Command {
+	var o volume.FormatOptions
+	var blockSize string
+	cmd := &cobra.Command{
+		Use:   "format [flags] NAME",
+		Short: "Create a shared volume (Redis metadata; file, s3 or redis object storage)",
+		Example: `  disgrafs format --meta redis://127.0.0.1:6379/1 --storage file --bucket /srv/dg-objects dataset
+  ACCESS_KEY=... SECRET_KEY=... disgrafs format --meta redis://10.0.0.5:6379/1 --storage s3 --bucket https://s3.example.com/dg dataset`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			if o.MetaURL == "" {
+				return errors.New("--meta is required: the metadata URL of the new volume (redis://host:port/db)")
+			}
+			bs, err := config.ParseBytes(blockSize, 'K')
+			if err != nil {
+				return fmt.Errorf("--block-size: %w", err)
+			}
+			if bs < 64<<10 || bs > 16<<20 || bs&(bs-1) != 0 {
+				return fmt.Errorf("--block-size %s: must be a power of two between 64K and 16M", blockSize)
+			}
+			o.BlockSizeKiB = int(bs >> 10)
+			quietJuiceFS(g)
+			f, err := volume.Format(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("volume %q is formatted: metadata %s, storage %s %s\n", f.Name, volume.MaskURL(o.MetaURL), f.Storage, volume.MaskURL(f.Bucket))
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.MetaURL, "meta", "", "metadata URL (redis://[user@]host:port/db; password from META_PASSWORD)")
+	fl.StringVar(&o.Storage, "storage", "file", "object storage type: file, s3, redis")
+	fl.StringVar(&o.Bucket, "bucket", "", "bucket: a directory for file, an endpoint URL for s3, a redis:// URL for redis")
+	fl.StringVar(&o.AccessKey, "access-key", "", "object storage access key (or ACCESS_KEY)")
+	fl.StringVar(&o.SecretKey, "secret-key", "", "object storage secret key (prefer SECRET_KEY or the config file)")
+	fl.StringVar(&blockSize, "block-size", "4M", "size of an object block")
+	fl.StringVar(&o.Compression, "compress", "none", "compression of blocks: none, lz4, zstd")
+	fl.IntVar(&o.TrashDays, "trash-days", 1, "days deleted files are kept in the volume's trash (0 disables it)")
+	return cmd
+}
+
+// quietJuiceFS keeps JuiceFS's info lines out of short commands' output.
+func quietJuiceFS(g *globals) {
+	utils.DisableLogColor()
+	if g.verbose {
+		utils.SetLogLevel(logrus.DebugLevel)
+	} else {
+		utils.SetLogLevel(logrus.WarnLevel)
+	}
+}
+
+func newUmount() *cobra.Command {
+	var lazy bool
+	var wait time.Duration
+	cmd := &cobra.Command{
+		Use:   "umount MOUNTPOINT",
+		Short: "Flush and unmount a mount (also cleans up a mount whose daemon died)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			msg, err := daemon.Unmount(cmd.Context(), args[0], lazy, wait)
+			if err != nil {
+				return err
+			}
+			fmt.Println(msg)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&lazy, "lazy", "l", false, "detach now even if files are open; the daemon exits when they are closed")
+	cmd.Flags().DurationVar(&wait, "wait", 2*time.Minute, "how long to wait for the daemon to flush and exit")
+	return cmd
+}
+
+// dialMount returns a control client for the daemon of a mountpoint.
+func dialMount(mp string) (*control.Client, string, error) {
+	abs, err := filepath.Abs(mp)
+	if err != nil {
+		return nil, "", err
+	}
+	return control.Dial(control.PathsFor(abs).Socket), abs, nil
+}
+
+func newStatus() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status MOUNTPOINT",
+		Short: "Show what the daemon of a mountpoint serves",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, abs, err := dialMount(args[0])
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			var s control.Status
+			if err := cl.Call(ctx, "GET", "status", nil, &s); err != nil {
+				if errors.Is(err, control.ErrNoDaemon) {
+					if daemon.IsMounted(abs) {
+						return fmt.Errorf("%s is mounted but its daemon does not answer (dead?): 'disgrafs umount %s' cleans it up", abs, abs)
+					}
+					return fmt.Errorf("%s is not mounted by disgrafs", abs)
+				}
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			printStatus(os.Stdout, s)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, s control.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	kind := "shared"
+	if s.Embedded {
+		kind = "embedded default"
+	}
+	cacheSize := "disabled"
+	if s.CacheSize > 0 {
+		cacheSize = humanize.IBytes(s.CacheSize)
+	}
+	fmt.Fprintf(tw, "Mountpoint:\t%s\n", s.Mountpoint)
+	fmt.Fprintf(tw, "Volume:\t%s (%s)\n", s.Volume, kind)
+	fmt.Fprintf(tw, "Metadata:\t%s\n", s.MetaURL)
+	fmt.Fprintf(tw, "Storage:\t%s\n", s.StorageURL)
+	fmt.Fprintf(tw, "Cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
+	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second))
+	if s.MetricsAddr != "" {
+		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics\n", s.MetricsAddr)
+	}
+	if s.LogPath != "" {
+		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
+	}
+	names := make([]string, 0, len(s.Ops))
+	var total uint64
+	for n, c := range s.Ops {
+		names = append(names, n)
+		total += c
+	}
+	sort.Strings(names)
+	parts := make([]string, 0, len(names))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %d", n, s.Ops[n]))
+	}
+	fmt.Fprintf(tw, "Operations:\t%d (%s)\n", total, strings.Join(parts, ", "))
+	tw.Flush()
+}
+
+func newVersion() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Printf("disgrafs %s (JuiceFS %s)\n", version.Version, version.JuiceFS)
+		},
+	}
+}

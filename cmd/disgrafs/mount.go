@@ -1,0 +1,268 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/juicedata/juicefs/pkg/utils"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/disgrafs/disgrafs/config"
+	"github.com/disgrafs/disgrafs/daemon"
+	"github.com/disgrafs/disgrafs/fusefs"
+	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/volume"
+)
+
+// childEnv marks the background child of 'mount -d'; readyFd is the pipe on
+// which it reports that the mount serves, or why it failed.
+const (
+	childEnv = "DISGRAFS_DAEMON_CHILD"
+	readyFd  = 3
+)
+
+type mountFlags struct {
+	meta, dataDir, storage, bucket string
+	cacheDir, cacheSize            string
+	freeSpace                      float64
+	bufferSize                     string
+	metrics                        string
+	background                     bool
+	logPath                        string
+	allowOther                     bool
+	debug                          bool
+	options                        []string
+	attrCache, entryCache, dirCache time.Duration
+}
+
+func newMount(g *globals) *cobra.Command {
+	f := &mountFlags{}
+	cmd := &cobra.Command{
+		Use:   "mount [flags] MOUNTPOINT",
+		Short: "Mount a volume (the embedded default unless --meta is given)",
+		Example: `  disgrafs mount /mnt/dg                                  # embedded default volume
+  disgrafs mount -d --meta redis://10.0.0.5:6379/1 /mnt/dg  # shared volume, in the background
+  META_PASSWORD=secret disgrafs mount --meta redis://user@host:6379/1 /mnt/dg`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMount(cmd.Context(), g, f, args[0])
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.meta, "meta", "", "metadata URL of a shared volume (redis://[user[:password]@]host:port/db); empty mounts the embedded default volume")
+	fl.StringVar(&f.dataDir, "data-dir", volume.DefaultDataDir(), "directory of the embedded default volume")
+	fl.StringVar(&f.storage, "storage", "", "override the volume's object storage type for this mount")
+	fl.StringVar(&f.bucket, "bucket", "", "override the volume's bucket/endpoint for this mount")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the local block cache (default: <data-dir>/cache for the embedded volume, /var/jfsCache for root)")
+	fl.StringVar(&f.cacheSize, "cache-size", "", "size of the local block cache (binary units, bare number in MiB; 0 disables it; default 100G, 0 for the embedded volume whose objects are already local)")
+	fl.Float64Var(&f.freeSpace, "free-space-ratio", 0.1, "minimum free space ratio kept on the cache disk")
+	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "total size of read/write buffers")
+	fl.StringVar(&f.metrics, "metrics", metrics.DefaultAddr, "address to serve Prometheus metrics on ('off' disables)")
+	fl.BoolVarP(&f.background, "background", "d", false, "run in the background")
+	fl.StringVar(&f.logPath, "log", "", "log file (default: stderr in the foreground; /var/log/disgrafs.log or ~/.local/state/disgrafs/disgrafs.log in the background)")
+	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users access the mount (permissions are still checked)")
+	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
+	fl.StringSliceVarP(&f.options, "options", "o", nil, "extra FUSE mount options, comma separated")
+	fl.DurationVar(&f.attrCache, "attr-cache", time.Second, "how long the kernel caches attributes")
+	fl.DurationVar(&f.entryCache, "entry-cache", time.Second, "how long the kernel caches file entries")
+	fl.DurationVar(&f.dirCache, "dir-entry-cache", time.Second, "how long the kernel caches directory entries")
+	return cmd
+}
+
+func defaultLogPath() string {
+	if os.Geteuid() == 0 {
+		return "/var/log/disgrafs.log"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "disgrafs", "disgrafs.log")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "state", "disgrafs", "disgrafs.log")
+}
+
+func runMount(ctx context.Context, g *globals, f *mountFlags, mp string) error {
+	if f.background && f.logPath == "" {
+		f.logPath = defaultLogPath()
+	}
+	cfg, err := f.config(mp)
+	if err != nil {
+		return err
+	}
+	if f.background && os.Getenv(childEnv) == "" {
+		return startBackground(cfg)
+	}
+
+	var out io.Writer = os.Stderr
+	if f.logPath != "" {
+		lf, err := openLog(f.logPath)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		out = lf
+		if os.Getenv(childEnv) == "" {
+			out = io.MultiWriter(os.Stderr, lf)
+		}
+	}
+	log := newLogger(out, g)
+
+	ready := func(err error) {}
+	if os.Getenv(childEnv) != "" {
+		pipe := os.NewFile(readyFd, "ready")
+		ready = func(err error) {
+			if err != nil {
+				fmt.Fprintf(pipe, "error: %v\n", err)
+			} else {
+				fmt.Fprintln(pipe, "ok")
+			}
+			pipe.Close()
+		}
+	} else {
+		ready = func(err error) {
+			if err == nil {
+				fmt.Fprintf(os.Stderr, "disgrafs: serving %s (Ctrl-C or 'disgrafs umount %s' to stop)\n", cfg.Mountpoint, cfg.Mountpoint)
+			}
+		}
+	}
+	return daemon.Run(ctx, cfg, log, ready)
+}
+
+func (f *mountFlags) config(mp string) (daemon.Config, error) {
+	cfg := daemon.Config{
+		Mountpoint:      mp,
+		MetaURL:         f.meta,
+		DataDir:         f.dataDir,
+		StorageOverride: f.storage,
+		BucketOverride:  f.bucket,
+		CacheDir:        f.cacheDir,
+		FreeSpaceRatio:  f.freeSpace,
+		LogPath:         f.logPath,
+		AllowOther:      f.allowOther,
+		Debug:           f.debug,
+		FuseOptions:     f.options,
+		FS: fusefs.Options{
+			AttrTimeout:     f.attrCache,
+			EntryTimeout:    f.entryCache,
+			DirEntryTimeout: f.dirCache,
+		},
+	}
+	if f.metrics != "off" && f.metrics != "" {
+		cfg.MetricsAddr = f.metrics
+	}
+	if f.meta != "" {
+		u, err := volume.NormalizeMetaURL(f.meta)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.MetaURL = u
+	}
+	size := f.cacheSize
+	if size == "" {
+		size = "100G"
+		if f.meta == "" {
+			size = "0"
+		}
+	}
+	var err error
+	if cfg.CacheSize, err = config.ParseBytes(size, 'M'); err != nil {
+		return cfg, fmt.Errorf("--cache-size: %w", err)
+	}
+	if cfg.BufferSize, err = config.ParseBytes(f.bufferSize, 'M'); err != nil {
+		return cfg, fmt.Errorf("--buffer-size: %w", err)
+	}
+	if f.freeSpace < 0 || f.freeSpace >= 1 {
+		return cfg, fmt.Errorf("--free-space-ratio %v: must be in [0, 1)", f.freeSpace)
+	}
+	if cfg.DataDir != "" {
+		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+func openLog(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("log directory: %w", err)
+	}
+	lf, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return lf, nil
+}
+
+// newLogger logs our messages and JuiceFS's (which uses logrus) to out.
+func newLogger(out io.Writer, g *globals) *slog.Logger {
+	level, jlevel := slog.LevelInfo, logrus.InfoLevel
+	switch {
+	case g.verbose:
+		level, jlevel = slog.LevelDebug, logrus.DebugLevel
+	case g.quiet:
+		level, jlevel = slog.LevelWarn, logrus.WarnLevel
+	}
+	utils.SetOutput(out)
+	utils.SetLogLevel(jlevel)
+	utils.DisableLogColor()
+	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+}
+
+// startBackground re-executes this command as a detached child and waits until
+// the child reports that the mount serves (or why it could not), so that
+// 'mount -d' fails with the real error and exits only once the mount is usable.
+func startBackground(cfg daemon.Config) error {
+	// Check what we can before forking, for a fast and clear error.
+	if _, err := daemon.CheckMountpoint(cfg.Mountpoint); err != nil {
+		return err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	lf, err := openLog(cfg.LogPath)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	c := exec.Command(self, os.Args[1:]...)
+	c.Env = append(os.Environ(), childEnv+"=1")
+	c.Stdout, c.Stderr = lf, lf
+	c.ExtraFiles = []*os.File{w} // becomes fd 3 (readyFd)
+	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	c.Dir = "/"
+	if err := c.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("start the background daemon: %w", err)
+	}
+	w.Close()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	line = strings.TrimSpace(line)
+	switch {
+	case line == "ok":
+		fmt.Fprintf(os.Stderr, "disgrafs: mounted %s in the background (pid %d, log %s)\n", cfg.Mountpoint, c.Process.Pid, cfg.LogPath)
+		_ = c.Process.Release()
+		return nil
+	case strings.HasPrefix(line, "error: "):
+		_ = c.Wait()
+		return errors.New(strings.TrimPrefix(line, "error: "))
+	default:
+		_ = c.Wait()
+		return fmt.Errorf("the background daemon exited during start-up (%v); see %s", err, cfg.LogPath)
+	}
+}

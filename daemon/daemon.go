@@ -1,0 +1,369 @@
+// Package daemon runs one mount: it checks the mountpoint, opens the volume,
+// serves FUSE, the control API and metrics, and on a signal or an unmount
+// request flushes everything and unmounts cleanly.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/disgrafs/disgrafs/control"
+	"github.com/disgrafs/disgrafs/fusefs"
+	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/version"
+	"github.com/disgrafs/disgrafs/volume"
+)
+
+// Config is everything a mount needs.
+type Config struct {
+	Mountpoint string
+	// MetaURL of a shared volume; empty mounts the embedded default volume in DataDir.
+	MetaURL         string
+	DataDir         string
+	StorageOverride string
+	BucketOverride  string
+	CacheDir        string
+	CacheSize       uint64
+	FreeSpaceRatio  float64
+	BufferSize      uint64
+	MetricsAddr     string // empty disables metrics
+	LogPath         string
+	AllowOther      bool
+	Debug           bool
+	FuseOptions     []string
+	FS              fusefs.Options
+	FuseDevice      string // /dev/fuse unless a test says otherwise
+}
+
+// Daemon is a running mount.
+type Daemon struct {
+	cfg     Config
+	log     *slog.Logger
+	vol     *volume.Volume
+	fs      *fusefs.FS
+	srv     *fuse.Server
+	ctl     *control.Server
+	met     *metrics.Server
+	reg     *metrics.Registry
+	paths   control.Paths
+	lock    *os.File
+	started time.Time
+
+	stopOnce sync.Once
+	stop     chan control.UnmountRequest
+}
+
+// Run mounts and serves until the mount goes away or a signal arrives. ready is
+// called once: with nil when the mount serves, or with the error that stopped it.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) error {
+	d, err := start(ctx, cfg, log)
+	if err != nil {
+		ready(err)
+		return err
+	}
+	ready(nil)
+	return d.serve(ctx)
+}
+
+func start(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err error) {
+	if cfg.FuseDevice == "" {
+		cfg.FuseDevice = "/dev/fuse"
+	}
+	mp, err := CheckMountpoint(cfg.Mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Mountpoint = mp
+	if err := CheckFuse(cfg.FuseDevice); err != nil {
+		return nil, err
+	}
+	d = &Daemon{cfg: cfg, log: log, paths: control.PathsFor(mp), started: time.Now(), stop: make(chan control.UnmountRequest, 1)}
+	var cleanups []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanups) - 1; i >= 0; i-- {
+				cleanups[i]()
+			}
+		}
+	}()
+
+	metaURL := cfg.MetaURL
+	if metaURL == "" {
+		emb := volume.Embedded{Dir: cfg.DataDir}
+		if err := os.MkdirAll(emb.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("data directory: %w", err)
+		}
+		d.lock, err = lockEmbedded(emb.LockPath(), mp)
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { d.lock.Close() })
+		if metaURL, err = emb.Ensure(ctx); err != nil {
+			return nil, err
+		}
+		if cfg.CacheDir == "" {
+			cfg.CacheDir = filepath.Join(emb.Dir, "cache")
+		}
+	}
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = defaultCacheDir()
+	}
+	d.cfg = cfg
+
+	conn, err := volume.Connect(ctx, metaURL, volume.ConnectOptions{Mountpoint: mp})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.StorageOverride != "" {
+		conn.Format.Storage = cfg.StorageOverride
+	}
+	if cfg.BucketOverride != "" {
+		conn.Format.Bucket = cfg.BucketOverride
+	}
+	d.reg = metrics.New(conn.Format.Name, mp)
+	// Handles of a previous process are never handed over, so this file never exists.
+	statePath := filepath.Join(d.paths.Dir, "juicefs-state-"+filepath.Base(d.paths.Socket)+".json")
+	d.vol, err = conn.Open(ctx, volume.Options{
+		Mountpoint:      mp,
+		CacheDir:        cfg.CacheDir,
+		CacheSize:       cfg.CacheSize,
+		FreeSpaceRatio:  cfg.FreeSpaceRatio,
+		BufferSize:      cfg.BufferSize,
+		AttrTimeout:     cfg.FS.AttrTimeout,
+		EntryTimeout:    cfg.FS.EntryTimeout,
+		DirEntryTimeout: cfg.FS.DirEntryTimeout,
+		StatePath:       statePath,
+		Registerer:      d.reg.JuiceFS,
+		Registry:        d.reg.Registry,
+	})
+	if err != nil {
+		_ = conn.Close()
+		return nil, err
+	}
+	cleanups = append(cleanups, func() { _ = d.vol.Close() })
+
+	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
+	d.srv, err = fusefs.Mount(d.fs, mp, fusefs.MountConfig{
+		FsName:     "DisGraFS:" + conn.Format.Name,
+		AllowOther: cfg.AllowOther,
+		Debug:      cfg.Debug,
+		Options:    cfg.FuseOptions,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go d.srv.Serve()
+	cleanups = append(cleanups, func() { d.unmount(false) })
+	if err := d.srv.WaitMount(); err != nil {
+		return nil, fmt.Errorf("mount did not come up: %w", err)
+	}
+
+	if cfg.MetricsAddr != "" {
+		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg.Registry)
+		if err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { _ = d.met.Close(context.Background()) })
+	}
+	d.ctl = control.NewServer()
+	d.registerControl()
+	if err := d.ctl.Listen(d.paths.Socket); err != nil {
+		return nil, err
+	}
+	info, _ := json.Marshal(control.Info{Pid: os.Getpid(), Mountpoint: mp, LogPath: cfg.LogPath})
+	_ = os.WriteFile(d.paths.Info, info, 0o600)
+	_ = os.WriteFile(d.paths.Pid, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	log.Info("mounted", "mountpoint", mp, "volume", conn.Format.Name, "meta", volume.MaskURL(metaURL),
+		"storage", d.vol.StorageURL(), "metrics", d.metricsAddr(), "control", d.paths.Socket)
+	return d, nil
+}
+
+func defaultCacheDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/jfsCache"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "disgrafs", "blocks")
+	}
+	return filepath.Join(os.TempDir(), "disgrafs-cache")
+}
+
+func (d *Daemon) metricsAddr() string {
+	if d.met == nil {
+		return ""
+	}
+	return d.met.Addr
+}
+
+// lockEmbedded makes sure one daemon at a time mounts the embedded volume: its
+// SQLite database and object directory belong to one process.
+func lockEmbedded(path, mp string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock the embedded volume: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("the embedded default volume in %s is already mounted (%s); unmount it first, or use a shared volume (--meta redis://...) to mount on several mountpoints",
+				filepath.Dir(path), strings.TrimSpace(string(holder)))
+		}
+		return nil, fmt.Errorf("lock the embedded volume: %w", err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("by pid %d at %s\n", os.Getpid(), mp)), 0)
+	return f, nil
+}
+
+func (d *Daemon) registerControl() {
+	d.ctl.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
+		return d.Status(), nil
+	})
+	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
+		var req control.UnmountRequest
+		if len(body) > 0 {
+			if err := json.Unmarshal(body, &req); err != nil {
+				return nil, control.BadRequest{Err: fmt.Errorf("unmount request: %w", err)}
+			}
+		}
+		if !req.Lazy {
+			// Try now so that a busy mount is reported to the caller.
+			if err := d.srv.Unmount(); err != nil {
+				return nil, fmt.Errorf("unmount %s: %w (files are open; close them or use --lazy)", d.cfg.Mountpoint, err)
+			}
+		}
+		select {
+		case d.stop <- req:
+		default:
+		}
+		return map[string]string{"result": "unmounting"}, nil
+	})
+}
+
+// Status reports what the daemon serves.
+func (d *Daemon) Status() control.Status {
+	s := control.Status{
+		APIVersion:  control.APIVersion,
+		Version:     version.Version,
+		Pid:         os.Getpid(),
+		Mountpoint:  d.cfg.Mountpoint,
+		Volume:      d.vol.Format.Name,
+		Embedded:    d.cfg.MetaURL == "",
+		MetaURL:     volume.MaskURL(d.vol.URL),
+		StorageURL:  d.vol.StorageURL(),
+		CacheDir:    d.cfg.CacheDir,
+		CacheSize:   d.cfg.CacheSize,
+		MetricsAddr: d.metricsAddr(),
+		LogPath:     d.cfg.LogPath,
+		StartedAt:   d.started,
+		Uptime:      time.Since(d.started).Seconds(),
+		Ops:         d.fs.OpCounts(),
+	}
+	if mfs, err := d.reg.Gather(); err == nil {
+		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
+		s.CacheBlocks = int64(gaugeSum(mfs, "juicefs_blockcache_blocks"))
+	}
+	return s
+}
+
+func gaugeSum(mfs []*dto.MetricFamily, name string) float64 {
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch {
+			case m.Gauge != nil:
+				sum += m.Gauge.GetValue()
+			case m.Counter != nil:
+				sum += m.Counter.GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// serve waits for the end: the kernel unmounted us (umount, fusermount -u), a
+// signal, or an unmount request. Then it flushes and closes the volume.
+func (d *Daemon) serve(ctx context.Context) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan struct{})
+	go func() { d.srv.Wait(); close(done) }()
+
+	select {
+	case <-done:
+		d.log.Info("unmounted by the kernel", "mountpoint", d.cfg.Mountpoint)
+	case sig := <-sigs:
+		d.log.Info("signal received: unmounting", "signal", sig.String())
+		d.unmount(false)
+	case req := <-d.stop:
+		d.log.Info("unmount requested", "lazy", req.Lazy)
+		d.unmount(req.Lazy)
+	case <-ctx.Done():
+		d.unmount(false)
+	}
+	// A lazy unmount leaves open files working: keep serving them until the
+	// kernel lets go; a second signal stops waiting.
+	select {
+	case <-done:
+	case sig := <-sigs:
+		d.log.Warn("second signal: closing with files still open", "signal", sig.String())
+	}
+	return d.shutdown()
+}
+
+// unmount detaches the mount; if files are open it falls back to a lazy detach.
+func (d *Daemon) unmount(lazy bool) {
+	if !lazy {
+		err := d.srv.Unmount()
+		if err == nil || !IsMounted(d.cfg.Mountpoint) {
+			return
+		}
+		d.log.Warn("unmount failed, detaching lazily", "error", err)
+	}
+	if err := DetachMount(d.cfg.Mountpoint); err != nil {
+		d.log.Error("lazy unmount failed", "error", err)
+	}
+}
+
+// shutdown flushes buffered writes and releases everything.
+func (d *Daemon) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if d.ctl != nil {
+		_ = d.ctl.Close(ctx)
+	}
+	if d.met != nil {
+		_ = d.met.Close(ctx)
+	}
+	err := d.vol.Close()
+	if err != nil {
+		d.log.Error("closing the volume", "error", err)
+	} else {
+		d.log.Info("flushed and closed", "mountpoint", d.cfg.Mountpoint)
+	}
+	_ = os.Remove(d.paths.Pid)
+	_ = os.Remove(d.paths.Info)
+	if d.lock != nil {
+		d.lock.Close()
+	}
+	return err
+}
