@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) e
 	return d.serve(ctx)
 }
 
-func start(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err error) {
+func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err error) {
 	if cfg.FuseDevice == "" {
 		cfg.FuseDevice = "/dev/fuse"
 	}
@@ -91,7 +91,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (d *Daemon, err er
 	if err := CheckFuse(cfg.FuseDevice); err != nil {
 		return nil, err
 	}
-	d = &Daemon{cfg: cfg, log: log, paths: control.PathsFor(mp), started: time.Now(), stop: make(chan control.UnmountRequest, 1)}
+	d := &Daemon{cfg: cfg, log: log, paths: control.PathsFor(mp), started: time.Now(), stop: make(chan control.UnmountRequest, 1)}
 	var cleanups []func()
 	defer func() {
 		if err != nil {

@@ -68,14 +68,14 @@ func Unmount(ctx context.Context, mp string, lazy bool, wait time.Duration) (str
 			if info.Pid == 0 || !processAlive(info.Pid) {
 				return fmt.Sprintf("unmounted %s", abs), nil
 			}
+			if lazy && !IsMounted(abs) {
+				return fmt.Sprintf("detached %s; the daemon (pid %d) exits once its open files are closed", abs, info.Pid), nil
+			}
 			select {
 			case <-ctx.Done():
 				return "", ctx.Err()
 			case <-time.After(50 * time.Millisecond):
 			}
-		}
-		if lazy {
-			return fmt.Sprintf("detached %s; the daemon (pid %d) exits when its open files are closed", abs, info.Pid), nil
 		}
 		return "", fmt.Errorf("daemon pid %d did not exit within %s after unmounting %s", info.Pid, wait, abs)
 	case errors.Is(err, control.ErrNoDaemon):

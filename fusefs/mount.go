@@ -52,6 +52,8 @@ func explainMountError(err error) error {
 	}
 	msg := err.Error()
 	switch {
+	case strings.Contains(msg, "fusermount exited"):
+		return fmt.Errorf("no permission to mount as uid %d: fusermount3 refused (its reason is printed above); run as root, or give this user /dev/fuse and a mountpoint it owns: %w", os.Geteuid(), err)
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES),
 		strings.Contains(msg, "Operation not permitted"), strings.Contains(msg, "Permission denied"):
 		return fmt.Errorf("no permission to mount (run as root, or allow FUSE mounts for this user): %w", err)

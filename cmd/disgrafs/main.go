@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/spf13/cobra"
 
 	"github.com/disgrafs/disgrafs/config"
 )
 
 func main() {
+	// go-redis logs every failed dial itself; our errors already say what failed.
+	redis.SetLogger(quietRedis{})
 	if err := newRoot().ExecuteContext(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, "disgrafs:", err)
 		os.Exit(1)
@@ -44,7 +48,7 @@ META_PASSWORD, SECRET_KEY or the config file, never on the command line.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&g.configPath, "config", "", "config file (YAML; keys are flag names)")
+	root.PersistentFlags().StringVar(&g.configPath, "config", "", "config file (YAML; keys are flag names; 'none' reads no file)")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log debug messages")
 	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "log warnings and errors only")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
@@ -56,6 +60,9 @@ META_PASSWORD, SECRET_KEY or the config file, never on the command line.`,
 				path = config.DefaultPath()
 			}
 		}
+		if path == "none" {
+			path = ""
+		}
 		f, err := config.Load(path, explicit)
 		if err != nil {
 			return err
@@ -65,3 +72,7 @@ META_PASSWORD, SECRET_KEY or the config file, never on the command line.`,
 	root.AddCommand(newMount(g), newFormat(g), newUmount(), newStatus(), newVersion())
 	return root
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...interface{}) {}

@@ -71,7 +71,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringVar(&f.metrics, "metrics", metrics.DefaultAddr, "address to serve Prometheus metrics on ('off' disables)")
 	fl.BoolVarP(&f.background, "background", "d", false, "run in the background")
 	fl.StringVar(&f.logPath, "log", "", "log file (default: stderr in the foreground; /var/log/disgrafs.log or ~/.local/state/disgrafs/disgrafs.log in the background)")
-	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users access the mount (permissions are still checked)")
+	fl.BoolVar(&f.allowOther, "allow-other", os.Geteuid() == 0, "let other users access the mount, with POSIX permission checks (default on for root, as juicefs; others need user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&f.debug, "debug", false, "log every FUSE request")
 	fl.StringSliceVarP(&f.options, "options", "o", nil, "extra FUSE mount options, comma separated")
 	fl.DurationVar(&f.attrCache, "attr-cache", time.Second, "how long the kernel caches attributes")

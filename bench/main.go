@@ -1,0 +1,265 @@
+// Command bench measures disgrafs against the juicefs CLI (the same JuiceFS
+// v1.4.1 code behind a different FUSE front end) and a plain native directory,
+// side by side in one run on one disk.
+//
+// Every target gets a fresh volume of the same kind: SQLite metadata and local
+// file object storage, no block cache. The workloads are a large sequential
+// file (write with fsync, cold read, warm read) and many small files (write,
+// cold read, warm read, every byte verified). Each repetition runs every target
+// in turn, rotating the order, and the report gives the median of the runs.
+//
+// It needs root (FUSE mounts, drop_caches) and unmounts everything it mounted
+// on exit, on error and on SIGINT/SIGTERM.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is what the command line asks for.
+type config struct {
+	workDir      string
+	out          string
+	disgrafsBin  string
+	juicefsBin   string
+	targets      []string
+	runs         int
+	largeMiB     int
+	ioKiB        int
+	smallFiles   int
+	smallDirs    int
+	smallMinKiB  int
+	smallMaxKiB  int
+	seed         uint64
+	disgrafsArgs []string
+	juicefsArgs  []string
+	keep         bool
+	mountTimeout time.Duration
+	commandLine  string
+}
+
+var allTargets = []string{targetDisgrafs, targetJuiceFS, targetNative}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var targets, dgArgs, jfsArgs string
+	fs.StringVar(&c.workDir, "workdir", "/var/tmp/disgrafs-bench", "work directory for volumes, mountpoints, the native directory and logs (on the disk to measure)")
+	fs.StringVar(&c.out, "out", "", "also write the markdown report to this file")
+	fs.StringVar(&c.disgrafsBin, "disgrafs", "bin/disgrafs", "disgrafs binary (copied into the work directory at start)")
+	fs.StringVar(&c.juicefsBin, "juicefs", "/var/tmp/bench/juicefs", "juicefs CLI binary (v1.4.1, built by scripts/build-juicefs-peer.sh)")
+	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to measure")
+	fs.IntVar(&c.runs, "runs", 3, "repetitions of every measurement (the report gives medians)")
+	fs.IntVar(&c.largeMiB, "large-mib", 1024, "size of the large file in MiB")
+	fs.IntVar(&c.ioKiB, "io-kib", 1024, "size of each read and write call on the large file, KiB")
+	fs.IntVar(&c.smallFiles, "small-files", 20000, "number of small files")
+	fs.IntVar(&c.smallDirs, "small-dirs", 20, "directories the small files are spread over")
+	fs.IntVar(&c.smallMinKiB, "small-min-kib", 4, "smallest small file, KiB")
+	fs.IntVar(&c.smallMaxKiB, "small-max-kib", 64, "largest small file, KiB")
+	fs.Uint64Var(&c.seed, "seed", 1, "seed of the file sizes and contents")
+	fs.StringVar(&dgArgs, "disgrafs-args", "", "extra flags for 'disgrafs mount' (space separated), e.g. for experiments with FUSE options")
+	fs.StringVar(&jfsArgs, "juicefs-args", "", "extra flags for 'juicefs mount' (space separated)")
+	fs.BoolVar(&c.keep, "keep", false, "keep the volumes and the native directory after the run (logs are always kept)")
+	fs.DurationVar(&c.mountTimeout, "mount-timeout", time.Minute, "how long a mount may take to come up")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: bench [flags]\n\nMeasures disgrafs, the juicefs CLI and a native directory side by side.\nNeeds root. Quick smoke run: bench -small-files 2000 -large-mib 128 -runs 1\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	seen := map[string]bool{}
+	for _, t := range strings.Split(targets, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		if !contains(allTargets, t) {
+			return nil, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(allTargets, ", "))
+		}
+		if !seen[t] {
+			c.targets = append(c.targets, t)
+			seen[t] = true
+		}
+	}
+	switch {
+	case len(c.targets) == 0:
+		return nil, errors.New("-targets: no target selected")
+	case c.runs < 1:
+		return nil, errors.New("-runs must be at least 1")
+	case c.largeMiB < 1:
+		return nil, errors.New("-large-mib must be at least 1")
+	case c.ioKiB < 4 || c.ioKiB > 64<<10:
+		return nil, errors.New("-io-kib must be between 4 and 65536")
+	case c.smallFiles < 1 || c.smallDirs < 1:
+		return nil, errors.New("-small-files and -small-dirs must be at least 1")
+	case c.smallMinKiB < 1 || c.smallMaxKiB < c.smallMinKiB:
+		return nil, errors.New("need 1 <= -small-min-kib <= -small-max-kib")
+	case c.smallMaxKiB > 64<<10:
+		return nil, errors.New("-small-max-kib must be at most 65536")
+	}
+	c.disgrafsArgs = strings.Fields(dgArgs)
+	c.juicefsArgs = strings.Fields(jfsArgs)
+	c.commandLine = shellQuote(append([]string{"bench"}, args...))
+	return c, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// shellQuote renders argv so that it can be pasted into a shell.
+func shellQuote(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.IndexFunc(a, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
+		}) < 0 {
+			out[i] = a
+			continue
+		}
+		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.Join(out, " ")
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go handleSignals(cancel, done)
+	err = run(ctx, cfg, os.Stdout, os.Stderr)
+	close(done)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// handleSignals cancels the run on the first SIGINT/SIGTERM/SIGHUP and keeps
+// catching later ones until done, so that a second Ctrl-C cannot kill the
+// process in the middle of unmounting.
+func handleSignals(cancel context.CancelFunc, done <-chan struct{}) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	first := true
+	for {
+		select {
+		case <-done:
+			return
+		case s := <-sigs:
+			if first {
+				fmt.Fprintf(os.Stderr, "bench: %s: stopping, unmounting everything\n", s)
+				cancel()
+				first = false
+			} else {
+				fmt.Fprintf(os.Stderr, "bench: %s: still unmounting, please wait\n", s)
+			}
+		}
+	}
+}
+
+// run prepares the work directory, mounts the targets, measures and reports.
+func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error) {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the benchmark mounts FUSE file systems and drops the page cache")
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+	started := time.Now()
+
+	wd, err := prepareWorkDir(cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := wd.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	bins, err := resolveBinaries(cfg, wd)
+	if err != nil {
+		return err
+	}
+	info := gatherInfo(wd)
+
+	data, err := newDataSet(cfg)
+	if err != nil {
+		return err
+	}
+
+	// Start every target; stop them all on the way out, whatever happens.
+	var targets []*target
+	defer func() {
+		if serr := stopTargets(targets, logf); serr != nil && err == nil {
+			err = serr
+		}
+		if !cfg.keep {
+			for _, t := range targets {
+				if rerr := t.removeData(); rerr != nil && err == nil {
+					err = rerr
+				}
+			}
+		}
+	}()
+	for _, name := range cfg.targets {
+		t, err := startTarget(ctx, name, cfg, wd, bins, logf)
+		if t != nil {
+			targets = append(targets, t)
+		}
+		if err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		info.targetConfig[name] = t.description
+		logf("%s ready at %s", name, t.dir)
+	}
+
+	res := newResults(cfg.targets)
+	if err := measure(ctx, cfg, targets, data, res, logf); err != nil {
+		return err
+	}
+	info.duration = time.Since(started)
+	report := renderReport(cfg, info, res)
+	if _, err := io.WriteString(stdout, report); err != nil {
+		return fmt.Errorf("write the report: %w", err)
+	}
+	if cfg.out != "" {
+		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
+			return fmt.Errorf("report directory: %w", err)
+		}
+		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
+			return fmt.Errorf("write the report: %w", err)
+		}
+		logf("report written to %s", cfg.out)
+	}
+	return nil
+}

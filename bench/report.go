@@ -1,0 +1,222 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runInfo describes the machine and the run for the report.
+type runInfo struct {
+	date         time.Time
+	duration     time.Duration
+	nproc        int
+	kernel       string
+	cpuModel     string
+	memory       string
+	loadStart    string
+	filesystem   string
+	goVersion    string
+	workDir      string
+	targetConfig map[string]string
+}
+
+func gatherInfo(wd *workDir) *runInfo {
+	info := &runInfo{
+		workDir:      wd.root,
+		date:         time.Now(),
+		nproc:        runtime.NumCPU(),
+		kernel:       firstLine("/proc/sys/kernel/osrelease"),
+		cpuModel:     cpuinfoField("model name"),
+		memory:       meminfoTotal(),
+		loadStart:    firstLine("/proc/loadavg"),
+		goVersion:    runtime.Version(),
+		targetConfig: map[string]string{},
+	}
+	if m, err := filesystemOf(wd.root); err == nil {
+		info.filesystem = fmt.Sprintf("%s on %s (mounted at %s)", m.fstype, m.source, m.point)
+	} else {
+		info.filesystem = "unknown: " + err.Error()
+	}
+	return info
+}
+
+func firstLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
+}
+
+func cpuinfoField(name string) string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func meminfoTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			kb, err := strconv.ParseFloat(fields[1], 64)
+			if err == nil {
+				return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
+	}
+	return "unknown"
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// stats are the medians of one target in one workload.
+type stats struct {
+	ok     bool
+	value  float64
+	cpu    float64
+	values []float64
+}
+
+func statsOf(samples []sample) stats {
+	if len(samples) == 0 {
+		return stats{}
+	}
+	var vs, cs []float64
+	for _, s := range samples {
+		vs = append(vs, s.value)
+		cs = append(cs, s.cpu)
+	}
+	return stats{ok: true, value: median(vs), cpu: median(cs), values: vs}
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+// ratio renders a/b, or "n/a" when a side is missing.
+func ratio(a, b stats) string {
+	if !a.ok || !b.ok || b.value == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", a.value/b.value)
+}
+
+// verdict marks a disgrafs/juicefs ratio below the 0.9 bar.
+func verdict(a, b stats) string {
+	if !a.ok || !b.ok || b.value == 0 {
+		return "n/a"
+	}
+	if a.value/b.value >= 0.9 {
+		return "ok"
+	}
+	return "**below 0.9**"
+}
+
+// renderReport writes the markdown report: how the run was made, a summary and
+// one table per workload.
+func renderReport(cfg *config, info *runInfo, res *results) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	ws := workloads(cfg)
+
+	p("## disgrafs benchmark, %s\n\n", info.date.Format("2006-01-02 15:04 MST"))
+	p("- command: `%s`\n", cfg.commandLine)
+	p("- machine: %d CPUs (%s), %s RAM, kernel %s, load average at start %s\n", info.nproc, info.cpuModel, info.memory, info.kernel, info.loadStart)
+	p("- work directory: %s, %s\n", info.workDir, info.filesystem)
+	p("- bench built with %s; duration %s\n", info.goVersion, info.duration.Round(time.Second))
+	p("- %d run(s) per measurement, targets interleaved and their order rotated every run; values are medians\n", cfg.runs)
+	p("- large file: %d MiB written and read with %d KiB calls; small files: %d files of %d-%d KiB (uniform random sizes, seed %d) in %d directories, read in the order written\n",
+		cfg.largeMiB, cfg.ioKiB, cfg.smallFiles, cfg.smallMinKiB, cfg.smallMaxKiB, cfg.seed, cfg.smallDirs)
+	p("- every byte read is compared with what was written; `sync` before every measurement, `echo 3 > /proc/sys/vm/drop_caches` before every cold read\n")
+	p("- MB = 10^6 bytes; ratios are disgrafs / other, so above 1 means disgrafs is faster; daemon CPU is the user+system time of the FUSE daemon's processes during the measurement\n\n")
+	p("Targets:\n\n")
+	for _, t := range cfg.targets {
+		p("- **%s**: %s\n", t, info.targetConfig[t])
+	}
+	p("\n")
+
+	p("### Summary (medians)\n\n")
+	p("| workload | unit | disgrafs | juicefs | native | disgrafs/juicefs | disgrafs/native | bar (>= 0.9 of juicefs) |\n")
+	p("|---|---|--:|--:|--:|--:|--:|---|\n")
+	for _, w := range ws {
+		d := statsOf(res.get(w.key, targetDisgrafs))
+		j := statsOf(res.get(w.key, targetJuiceFS))
+		n := statsOf(res.get(w.key, targetNative))
+		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", w.title, w.unit, cell(d), cell(j), cell(n), ratio(d, j), ratio(d, n), verdict(d, j))
+	}
+	p("\n")
+
+	for _, w := range ws {
+		d := statsOf(res.get(w.key, targetDisgrafs))
+		j := statsOf(res.get(w.key, targetJuiceFS))
+		n := statsOf(res.get(w.key, targetNative))
+		p("### %s\n\n", w.title)
+		p("| target | median (%s) | runs | daemon CPU s (median) | disgrafs/juicefs | disgrafs/native |\n", w.unit)
+		p("|---|--:|---|--:|--:|--:|\n")
+		for _, t := range cfg.targets {
+			s := statsOf(res.get(w.key, t))
+			var runs []string
+			for _, v := range s.values {
+				runs = append(runs, formatValue(v))
+			}
+			cpu := "-"
+			if t != targetNative && s.ok {
+				cpu = fmt.Sprintf("%.2f", s.cpu)
+			}
+			rj, rn := "", ""
+			if t == targetDisgrafs {
+				rj, rn = ratio(d, j), ratio(d, n)
+			}
+			p("| %s | %s | %s | %s | %s | %s |\n", t, cell(s), strings.Join(runs, ", "), cpu, rj, rn)
+		}
+		p("\n")
+	}
+	return b.String()
+}
+
+func cell(s stats) string {
+	if !s.ok {
+		return "-"
+	}
+	return formatValue(s.value)
+}
