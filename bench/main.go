@@ -158,7 +158,11 @@ func main() {
 	close(done)
 	cancel()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
+		if errors.Is(err, context.Canceled) {
+			fmt.Fprintln(os.Stderr, "bench: interrupted:", err)
+		} else {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
 		os.Exit(1)
 	}
 }

@@ -40,7 +40,7 @@ func (c *reqContext) Pid() uint32    { return c.pid }
 // CheckPermission is false: the mount uses the kernel's default_permissions,
 // which checks mode bits with the caller's full credentials (supplementary
 // groups included) before a request reaches us.
-func (c *reqContext) CheckPermission() bool    { return false }
+func (c *reqContext) CheckPermission() bool   { return false }
 func (c *reqContext) Duration() time.Duration { return time.Since(c.start) }
 func (c *reqContext) Cancel()                 { c.canceled = true }
 func (c *reqContext) Err() error              { return syscall.EINTR }

@@ -33,16 +33,16 @@ const (
 )
 
 type mountFlags struct {
-	meta, dataDir, storage, bucket string
-	cacheDir, cacheSize            string
-	freeSpace                      float64
-	bufferSize                     string
-	metrics                        string
-	background                     bool
-	logPath                        string
-	allowOther                     bool
-	debug                          bool
-	options                        []string
+	meta, dataDir, storage, bucket  string
+	cacheDir, cacheSize             string
+	freeSpace                       float64
+	bufferSize                      string
+	metrics                         string
+	background                      bool
+	logPath                         string
+	allowOther                      bool
+	debug                           bool
+	options                         []string
 	attrCache, entryCache, dirCache time.Duration
 }
 
