@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -63,13 +62,19 @@ type Daemon struct {
 	lock    *os.File
 	started time.Time
 
-	stopOnce sync.Once
-	stop     chan control.UnmountRequest
+	stop chan control.UnmountRequest
 }
 
 // Run mounts and serves until the mount goes away or a signal arrives. ready is
 // called once: with nil when the mount serves, or with the error that stopped it.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(error)) error {
+	// Like the juicefs CLI, serve file system requests ahead of the node's other
+	// work: a starved daemon stalls every process that touches the mount.
+	if os.Geteuid() == 0 {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, -19); err != nil {
+			log.Debug("cannot raise the daemon's priority", "error", err)
+		}
+	}
 	d, err := start(ctx, cfg, log)
 	if err != nil {
 		ready(err)

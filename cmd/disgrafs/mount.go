@@ -117,7 +117,7 @@ func runMount(ctx context.Context, g *globals, f *mountFlags, mp string) error {
 	}
 	log := newLogger(out, g)
 
-	ready := func(err error) {}
+	var ready func(error)
 	if os.Getenv(childEnv) != "" {
 		pipe := os.NewFile(readyFd, "ready")
 		ready = func(err error) {
