@@ -21,6 +21,40 @@ type Status struct {
 	StartedAt   time.Time         `json:"started_at"`
 	Uptime      float64           `json:"uptime_seconds"`
 	Ops         map[string]uint64 `json:"ops"`
+	Tags        *TagInfo          `json:"tags,omitempty"`
+}
+
+// TagInfo is the tags part of the status.
+type TagInfo struct {
+	Backend      string `json:"backend"`
+	Location     string `json:"location"`
+	Available    bool   `json:"available"`
+	Error        string `json:"error,omitempty"`
+	Tagged       uint64 `json:"tag_changes"`
+	IndexPending int64  `json:"index_pending"`
+	IndexErrors  uint64 `json:"index_errors"`
+	AutoDone     uint64 `json:"auto_tagged"`
+	AutoQueued   int    `json:"auto_queued"`
+	AutoFailed   uint64 `json:"auto_failed"`
+	AutoDropped  uint64 `json:"auto_dropped"`
+}
+
+// FoundFile is one result of find (POST /v1/find) and related (POST /v1/related).
+type FoundFile struct {
+	Path  string  `json:"path"`
+	Ino   uint64  `json:"ino"`
+	Score float64 `json:"score,omitempty"`
+}
+
+// FindRequest is the body of POST /v1/find.
+type FindRequest struct {
+	Expr string `json:"expr"`
+}
+
+// RelatedRequest is the body of POST /v1/related.
+type RelatedRequest struct {
+	Ino   uint64 `json:"ino"`
+	Limit int    `json:"limit"`
 }
 
 // UnmountRequest is the body of POST /v1/unmount.

@@ -46,6 +46,7 @@ type Config struct {
 	FuseOptions     []string
 	FS              fusefs.Options
 	FuseDevice      string // /dev/fuse unless a test says otherwise
+	Tags            TagsConfig
 }
 
 // Daemon is a running mount.
@@ -61,6 +62,9 @@ type Daemon struct {
 	paths   control.Paths
 	lock    *os.File
 	started time.Time
+	tags    *tagState
+	bg      context.Context
+	stopBg  context.CancelFunc
 
 	stop chan control.UnmountRequest
 }
@@ -161,6 +165,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	cleanups = append(cleanups, func() { _ = d.vol.Close() })
 
+	d.bg, d.stopBg = context.WithCancel(context.Background())
+	cleanups = append(cleanups, d.stopBg)
+	if cfg.Tags.Enabled {
+		if err := d.startTags(ctx, &cfg.FS); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
+	}
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
 	d.srv, err = fusefs.Mount(d.fs, mp, fusefs.MountConfig{
 		FsName:     "DisGraFS:" + conn.Format.Name,
@@ -186,6 +198,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.ctl = control.NewServer()
 	d.registerControl()
+	if d.tags != nil {
+		d.registerTagControl()
+	}
 	if err := d.ctl.Listen(d.paths.Socket); err != nil {
 		return nil, err
 	}
@@ -278,6 +293,7 @@ func (d *Daemon) Status() control.Status {
 		StartedAt:   d.started,
 		Uptime:      time.Since(d.started).Seconds(),
 		Ops:         d.fs.OpCounts(),
+		Tags:        d.tagInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -359,7 +375,13 @@ func (d *Daemon) shutdown() error {
 	if d.met != nil {
 		_ = d.met.Close(ctx)
 	}
+	d.stopBg()
 	err := d.vol.Close()
+	if d.tags != nil {
+		if cerr := d.tags.store.Close(); cerr != nil {
+			d.log.Error("closing the graph store", "error", cerr)
+		}
+	}
 	if err != nil {
 		d.log.Error("closing the volume", "error", err)
 	} else {

@@ -5,13 +5,17 @@
 package fusefs
 
 import (
+	"context"
 	"math"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
 	"github.com/juicedata/juicefs/pkg/vfs"
+
+	"github.com/disgrafs/disgrafs/tagging"
 )
 
 // Options tune how long the kernel may cache what we tell it.
@@ -22,6 +26,11 @@ type Options struct {
 	// NegEntryTimeout caches "no such file" answers; zero keeps them uncached,
 	// which is the safe choice when other nodes create files.
 	NegEntryTimeout time.Duration
+	// Tags enables the virtual tag tree (.tags, .query) and index upkeep.
+	Tags TagOptions
+	// Written is called (in the background) with the inode of a regular file
+	// after a handle that wrote to it is released: the auto-tagger's trigger.
+	Written func(ino uint64)
 }
 
 // DefaultOptions are JuiceFS's defaults: one second for attributes and entries.
@@ -36,11 +45,19 @@ type FS struct {
 	opts   Options
 	server *fuse.Server
 	ops    opCounters
+	tags   *tagTree // nil when tags are off
+
+	wmu     sync.Mutex
+	written map[uint64]struct{} // handles that wrote
 }
 
 // New returns the file system for an open JuiceFS VFS.
 func New(v *vfs.VFS, opts Options) *FS {
-	return &FS{RawFileSystem: fuse.NewDefaultRawFileSystem(), v: v, opts: opts}
+	fs := &FS{RawFileSystem: fuse.NewDefaultRawFileSystem(), v: v, opts: opts, written: map[uint64]struct{}{}}
+	if opts.Tags.Service != nil {
+		fs.tags = newTagTree(opts.Tags)
+	}
+	return fs
 }
 
 // String names the file system for go-fuse's debug output.
@@ -112,7 +129,30 @@ func attrToFuse(ino meta.Ino, a *meta.Attr, out *fuse.Attr) {
 func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	fs.ops.inc(OpLookup)
 	ctx := newContext(cancel, h)
+	if fs.tags != nil {
+		if isVirtual(h.NodeId) {
+			v := fs.tags.node(h.NodeId)
+			if v == nil {
+				return fuse.ENOENT
+			}
+			return fs.tags.lookup(v, name, func(ino uint64, out *fuse.EntryOut) fuse.Status {
+				e, err := fs.v.GetAttr(ctx, meta.Ino(ino), 0)
+				if err != 0 {
+					return st(err)
+				}
+				return fs.replyEntry(ctx, e, out)
+			}, out)
+		}
+		if h.NodeId == 1 {
+			if status, ok := fs.tags.rootLookup(name, out); ok {
+				return status
+			}
+		}
+	}
 	e, err := fs.v.Lookup(ctx, meta.Ino(h.NodeId), name)
+	if err == 0 && fs.tags != nil {
+		fs.tags.rememberDentry(h.NodeId, name, uint64(e.Inode))
+	}
 	if err != 0 {
 		if err == syscall.ENOENT && fs.opts.NegEntryTimeout > 0 {
 			out.NodeId = 0
@@ -124,9 +164,25 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	return fs.replyEntry(ctx, e, out)
 }
 
+// Forget drops the kernel's references to a node; only virtual directories
+// keep state per node.
+func (fs *FS) Forget(nodeid, nlookup uint64) {
+	if fs.tags != nil && isVirtual(nodeid) {
+		fs.tags.forget(nodeid, nlookup)
+	}
+}
+
 // GetAttr returns a node's attributes.
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	fs.ops.inc(OpGetattr)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		if fs.tags.node(in.NodeId) == nil {
+			return fuse.ENOENT
+		}
+		fs.tags.dirAttr(in.NodeId, &out.Attr)
+		out.SetTimeout(listingTTL)
+		return fuse.OK
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	var opened uint8
 	if in.Fh() != 0 {
@@ -143,6 +199,9 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 // SetAttr changes mode, owner, size or times.
 func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	fs.ops.inc(OpSetattr)
+	if isVirtual(in.NodeId) {
+		return fuse.EPERM
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	e, err := fs.v.SetAttr(ctx, meta.Ino(in.NodeId), int(in.Valid), in.Fh, in.Mode, in.Uid, in.Gid,
 		int64(in.Atime), int64(in.Mtime), in.Atimensec, in.Mtimensec, in.Size)
@@ -156,6 +215,9 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 // Mknod creates a special file, FIFO or socket.
 func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	fs.ops.inc(OpMknod)
+	if status, stop := fs.refuseVirtual(in.NodeId, name); stop {
+		return status
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	e, err := fs.v.Mknod(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask), in.Rdev)
 	if err != 0 {
@@ -167,6 +229,15 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 // Mkdir creates a directory.
 func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	fs.ops.inc(OpMkdir)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		if v := fs.tags.node(in.NodeId); v != nil {
+			return fs.tags.mkdir(v, name, out)
+		}
+		return fuse.ENOENT
+	}
+	if status, stop := fs.refuseVirtual(in.NodeId, name); stop {
+		return status
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	e, err := fs.v.Mkdir(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask))
 	if err != 0 {
@@ -178,26 +249,68 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 // Unlink removes a name.
 func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	fs.ops.inc(OpUnlink)
-	return st(fs.v.Unlink(newContext(cancel, h), meta.Ino(h.NodeId), name))
+	if fs.tags != nil && isVirtual(h.NodeId) {
+		return fs.untag(h, name)
+	}
+	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
+		return status
+	}
+	ctx := newContext(cancel, h)
+	victim := fs.inodeOf(ctx, h.NodeId, name)
+	err := fs.v.Unlink(ctx, meta.Ino(h.NodeId), name)
+	if err == 0 {
+		fs.afterRemove(ctx, h.NodeId, name, victim)
+	}
+	return st(err)
 }
 
 // Rmdir removes an empty directory.
 func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	fs.ops.inc(OpRmdir)
+	if fs.tags != nil && isVirtual(h.NodeId) {
+		if v := fs.tags.node(h.NodeId); v != nil {
+			return fs.tags.rmdir(v, name)
+		}
+		return fuse.ENOENT
+	}
+	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
+		return status
+	}
 	return st(fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name))
 }
 
 // Rename moves a name, honouring RENAME_NOREPLACE and RENAME_EXCHANGE.
 func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	fs.ops.inc(OpRename)
+	if fs.tags != nil && (isVirtual(in.NodeId) || isVirtual(in.Newdir)) {
+		return fs.retag(in, oldName, newName)
+	}
+	if s1, stop := fs.refuseVirtual(in.NodeId, oldName); stop {
+		return s1
+	}
+	if s2, stop := fs.refuseVirtual(in.Newdir, newName); stop {
+		return s2
+	}
 	ctx := newContext(cancel, &in.InHeader)
-	return st(fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags))
+	src := fs.inodeOf(ctx, in.NodeId, oldName)
+	dst := fs.inodeOf(ctx, in.Newdir, newName)
+	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
+	if err == 0 {
+		fs.afterRename(ctx, in, oldName, newName, src, dst)
+	}
+	return st(err)
 }
 
 // Link makes a hard link.
 func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	fs.ops.inc(OpLink)
 	ctx := newContext(cancel, &in.InHeader)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		return fs.tagByLink(ctx, in, name, out)
+	}
+	if status, stop := fs.refuseVirtual(in.NodeId, name); stop {
+		return status
+	}
 	e, err := fs.v.Link(ctx, meta.Ino(in.Oldnodeid), meta.Ino(in.NodeId), name)
 	if err != 0 {
 		return st(err)
@@ -208,6 +321,9 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 // Symlink makes a symbolic link.
 func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	fs.ops.inc(OpSymlink)
+	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
+		return status
+	}
 	ctx := newContext(cancel, h)
 	e, err := fs.v.Symlink(ctx, target, meta.Ino(h.NodeId), name)
 	if err != 0 {
@@ -226,12 +342,18 @@ func (fs *FS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.S
 // Access checks permissions (only used without default_permissions).
 func (fs *FS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	fs.ops.inc(OpAccess)
+	if isVirtual(in.NodeId) {
+		return fuse.OK
+	}
 	return st(fs.v.Access(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), int(in.Mask)))
 }
 
 // GetXAttr reads an extended attribute.
 func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	fs.ops.inc(OpGetxattr)
+	if isVirtual(h.NodeId) {
+		return 0, fuse.ENODATA
+	}
 	val, err := fs.v.GetXattr(newContext(cancel, h), meta.Ino(h.NodeId), attr, uint32(len(dest)))
 	if err != 0 {
 		return uint32(len(val)), st(err)
@@ -243,6 +365,9 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, de
 // ListXAttr lists extended attribute names.
 func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	fs.ops.inc(OpListxattr)
+	if isVirtual(h.NodeId) {
+		return 0, fuse.OK
+	}
 	data, err := fs.v.ListXattr(newContext(cancel, h), meta.Ino(h.NodeId), len(dest))
 	if err != 0 {
 		return uint32(len(data)), st(err)
@@ -254,24 +379,42 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 // SetXAttr writes an extended attribute.
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	fs.ops.inc(OpSetxattr)
+	if isVirtual(in.NodeId) {
+		return fuse.EPERM
+	}
+	if fs.tags != nil && attr == tagging.XattrName {
+		return fs.setTagsXattr(newContext(cancel, &in.InHeader), in, data)
+	}
 	return st(fs.v.SetXattr(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), attr, data, in.Flags))
 }
 
 // RemoveXAttr removes an extended attribute.
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	fs.ops.inc(OpRemovexattr)
-	return st(fs.v.RemoveXattr(newContext(cancel, h), meta.Ino(h.NodeId), attr))
+	if isVirtual(h.NodeId) {
+		return fuse.EPERM
+	}
+	err := fs.v.RemoveXattr(newContext(cancel, h), meta.Ino(h.NodeId), attr)
+	if err == 0 && fs.tags != nil && attr == tagging.XattrName {
+		fs.tags.svc.Indexed(context.Background(), h.NodeId, nil)
+		fs.tags.changed()
+	}
+	return st(err)
 }
 
 // Create creates and opens a file.
 func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	fs.ops.inc(OpCreate)
+	if status, stop := fs.refuseVirtual(in.NodeId, name); stop {
+		return status
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	e, fh, err := fs.v.Create(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask), in.Flags)
 	if err != 0 {
 		return st(err)
 	}
 	out.Fh = fh
+	fs.markWritten(fh)
 	return fs.replyEntry(ctx, e, &out.EntryOut)
 }
 
@@ -280,12 +423,18 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 // consistency across nodes).
 func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	fs.ops.inc(OpOpen)
+	if isVirtual(in.NodeId) {
+		return fuse.Status(syscall.EISDIR)
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	e, fh, err := fs.v.Open(ctx, meta.Ino(in.NodeId), in.Flags)
 	if err != 0 {
 		return st(err)
 	}
 	out.Fh = fh
+	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		fs.markWritten(fh)
+	}
 	switch {
 	case vfs.IsSpecialNode(meta.Ino(in.NodeId)):
 		out.OpenFlags |= fuse.FOPEN_DIRECT_IO
@@ -342,6 +491,9 @@ func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	fs.ops.inc(OpRelease)
 	fs.v.Release(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Fh)
+	if fs.takeWritten(in.Fh) && fs.opts.Written != nil {
+		fs.opts.Written(in.NodeId)
+	}
 }
 
 // Fallocate preallocates or punches a range.
@@ -401,6 +553,13 @@ func (fs *FS) setLk(cancel <-chan struct{}, in *fuse.LkIn, block bool) fuse.Stat
 // OpenDir opens a directory for listing.
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	fs.ops.inc(OpOpendir)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		v := fs.tags.node(in.NodeId)
+		if v == nil {
+			return fuse.ENOENT
+		}
+		return fs.tags.openDir(v, out)
+	}
 	fh, err := fs.v.Opendir(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Flags)
 	out.Fh = fh
 	return st(err)
@@ -409,6 +568,9 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 // ReadDir lists a directory.
 func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	fs.ops.inc(OpReaddir)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		return fs.tags.readDir(in, out, false)
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	entries, _, err := fs.v.Readdir(ctx, meta.Ino(in.NodeId), in.Size, int(in.Offset), in.Fh, false)
 	for i, e := range entries {
@@ -424,6 +586,9 @@ func (fs *FS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntr
 // kernel a lookup per name.
 func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	fs.ops.inc(OpReaddir)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		return fs.tags.readDir(in, out, true)
+	}
 	ctx := newContext(cancel, &in.InHeader)
 	entries, readAt, err := fs.v.Readdir(ctx, meta.Ino(in.NodeId), in.Size, int(in.Offset), in.Fh, true)
 	if err != 0 {
@@ -438,6 +603,9 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 		}
 		if e.Attr.Full {
 			fs.replyEntry(ctx, e, eo)
+			if fs.tags != nil {
+				fs.tags.rememberDentry(in.NodeId, string(e.Name), uint64(e.Inode))
+			}
 		} else {
 			eo.Ino = uint64(e.Inode)
 			eo.Generation = 1
@@ -449,13 +617,21 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 // ReleaseDir closes a directory handle.
 func (fs *FS) ReleaseDir(in *fuse.ReleaseIn) {
 	fs.ops.inc(OpReleasedir)
+	if fs.tags != nil && isVirtual(in.NodeId) {
+		fs.tags.releaseDir(in.Fh)
+		return
+	}
 	fs.v.Releasedir(newContext(nil, &in.InHeader), meta.Ino(in.NodeId), in.Fh)
 }
 
 // StatFs reports the volume's capacity and inode counts.
 func (fs *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	fs.ops.inc(OpStatfs)
-	s, err := fs.v.StatFS(newContext(cancel, h), meta.Ino(h.NodeId))
+	ino := h.NodeId
+	if isVirtual(ino) {
+		ino = 1
+	}
+	s, err := fs.v.StatFS(newContext(cancel, h), meta.Ino(ino))
 	if err != 0 {
 		return st(err)
 	}

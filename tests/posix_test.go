@@ -59,7 +59,8 @@ func wantErrno(t *testing.T, err error, want syscall.Errno) {
 // TestPOSIX drives the operations of a POSIX drive through one mount of the
 // embedded default volume; each case works in a directory of its own.
 func TestPOSIX(t *testing.T) {
-	m := startMount(t, MountOpts{})
+	// Automatic tags would add to user.xdg.tags, which this test checks exactly.
+	m := startMount(t, MountOpts{Extra: []string{"--auto-tag=false"}})
 	// t.TempDir makes 0700 directories; let other users reach the mount.
 	for d := filepath.Dir(m.Dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
 		if err := os.Chmod(d, 0o755); err != nil {

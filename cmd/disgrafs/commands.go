@@ -166,6 +166,17 @@ func printStatus(w io.Writer, s control.Status) {
 	if s.LogPath != "" {
 		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
 	}
+	if t := s.Tags; t != nil {
+		state := "available"
+		if !t.Available {
+			state = "UNAVAILABLE: " + t.Error
+		}
+		fmt.Fprintf(tw, "Tag index:\t%s %s (%s)\n", t.Backend, t.Location, state)
+		fmt.Fprintf(tw, "Tagging:\t%d changes, %d waiting for the index, %d index errors; auto-tagged %d (%d queued, %d failed, %d dropped)\n",
+			t.Tagged, t.IndexPending, t.IndexErrors, t.AutoDone, t.AutoQueued, t.AutoFailed, t.AutoDropped)
+	} else {
+		fmt.Fprintf(tw, "Tag index:\toff\n")
+	}
 	names := make([]string, 0, len(s.Ops))
 	var total uint64
 	for n, c := range s.Ops {

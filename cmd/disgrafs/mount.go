@@ -22,6 +22,7 @@ import (
 	"github.com/disgrafs/disgrafs/daemon"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/tagging"
 	"github.com/disgrafs/disgrafs/volume"
 )
 
@@ -44,6 +45,14 @@ type mountFlags struct {
 	debug                           bool
 	options                         []string
 	attrCache, entryCache, dirCache time.Duration
+
+	noTags                  bool
+	graph, graphUser        string
+	tagsDir, queryDir       string
+	autoTag                 bool
+	autoDirs, autoKeywords  int
+	tagger                  string
+	taggerTimeout           time.Duration
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -77,6 +86,16 @@ func newMount(g *globals) *cobra.Command {
 	fl.DurationVar(&f.attrCache, "attr-cache", time.Second, "how long the kernel caches attributes")
 	fl.DurationVar(&f.entryCache, "entry-cache", time.Second, "how long the kernel caches file entries")
 	fl.DurationVar(&f.dirCache, "dir-entry-cache", time.Second, "how long the kernel caches directory entries")
+	fl.BoolVar(&f.noTags, "no-tags", false, "turn tags, the graph index and the tag directories off")
+	fl.StringVar(&f.graph, "graph", "", "tag index: empty for the embedded bbolt index, or neo4j://HOST:7687 / bolt://HOST:7687 for a graph shared by several nodes (password in DISGRAFS_GRAPH_PASSWORD or the config key graph-password)")
+	fl.StringVar(&f.graphUser, "graph-user", "neo4j", "user of the Neo4j graph")
+	fl.StringVar(&f.tagsDir, "tags-dir", ".tags", "name of the tag directory in the mount's root")
+	fl.StringVar(&f.queryDir, "query-dir", ".query", "name of the query directory in the mount's root")
+	fl.BoolVar(&f.autoTag, "auto-tag", true, "tag files automatically after they are written (kind, directory names, image size, keywords)")
+	fl.IntVar(&f.autoDirs, "auto-tag-dirs", 2, "how many of the nearest parent directory names become tags (0: none)")
+	fl.IntVar(&f.autoKeywords, "auto-tag-keywords", 3, "how many top keywords of a text file become kw:WORD tags (0: none)")
+	fl.StringVar(&f.tagger, "tagger", "", "external tagger: a command run with a written file's path that prints tags (one per line or comma separated)")
+	fl.DurationVar(&f.taggerTimeout, "tagger-timeout", 10*time.Second, "how long the external tagger may run per file")
 	return cmd
 }
 
@@ -156,6 +175,22 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 			EntryTimeout:    f.entryCache,
 			DirEntryTimeout: f.dirCache,
 		},
+	}
+	if !f.noTags {
+		for _, n := range []string{f.tagsDir, f.queryDir} {
+			if n == "" || strings.ContainsAny(n, "/\x00") || n == "." || n == ".." {
+				return cfg, fmt.Errorf("--tags-dir/--query-dir %q: must be a plain file name", n)
+			}
+		}
+		if f.tagsDir == f.queryDir {
+			return cfg, errors.New("--tags-dir and --query-dir must differ")
+		}
+		ao := tagging.DefaultAutoOptions()
+		ao.DirLevels, ao.Keywords, ao.Command, ao.CommandTimeout = f.autoDirs, f.autoKeywords, f.tagger, f.taggerTimeout
+		cfg.Tags = daemon.TagsConfig{
+			Enabled: true, Graph: f.graph, GraphUser: f.graphUser, GraphPassword: os.Getenv("DISGRAFS_GRAPH_PASSWORD"),
+			TagsDir: f.tagsDir, QueryDir: f.queryDir, Auto: f.autoTag, AutoOptions: ao, Timeout: 5 * time.Second,
+		}
 	}
 	if f.metrics != "off" && f.metrics != "" {
 		cfg.MetricsAddr = f.metrics

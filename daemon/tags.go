@@ -1,0 +1,243 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/juicedata/juicefs/pkg/meta"
+
+	"github.com/disgrafs/disgrafs/control"
+	"github.com/disgrafs/disgrafs/fusefs"
+	"github.com/disgrafs/disgrafs/graph"
+	"github.com/disgrafs/disgrafs/graph/boltstore"
+	"github.com/disgrafs/disgrafs/graph/neo4jstore"
+	"github.com/disgrafs/disgrafs/tagging"
+	"github.com/disgrafs/disgrafs/volume"
+)
+
+// TagsConfig configures tags, the graph index and the virtual tag tree.
+type TagsConfig struct {
+	Enabled bool
+	// Graph is empty for the embedded bbolt index, or a neo4j:// / bolt:// URL.
+	Graph         string
+	GraphUser     string
+	GraphPassword string // from the environment or the config file only
+	TagsDir       string
+	QueryDir      string
+	Auto          bool
+	AutoOptions   tagging.AutoOptions
+	Timeout       time.Duration
+}
+
+type tagState struct {
+	store    graph.Store
+	svc      *tagging.Service
+	auto     *tagging.AutoTagger
+	backend  string
+	location string
+	files    interface {
+		tagging.Files
+		tagging.Content
+		tagging.Walker
+	}
+}
+
+// stateDir is where this node keeps its own files for a volume.
+func (d *Daemon) stateDir() string {
+	if d.cfg.MetaURL == "" {
+		return d.cfg.DataDir
+	}
+	// One index per volume and mountpoint: two daemons of one node may mount
+	// the same shared volume.
+	return filepath.Join(d.cfg.DataDir, "state", d.vol.Format.UUID+"-"+filepath.Base(d.paths.Socket[:len(d.paths.Socket)-5]))
+}
+
+func (d *Daemon) openGraph(ctx context.Context) (graph.Store, string, string, error) {
+	tc := d.cfg.Tags
+	if tc.Graph == "" || tc.Graph == "bolt" || tc.Graph == "bbolt" {
+		dir := d.stateDir()
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, "", "", fmt.Errorf("state directory: %w", err)
+		}
+		path := filepath.Join(dir, "graph.db")
+		// The index can always be rebuilt from the xattrs, so it does without
+		// fsync (a killed daemon loses nothing: its writes are in the page
+		// cache; after a machine crash 'disgrafs reindex' repairs it), and
+		// concurrent small updates share a transaction.
+		st, err := boltstore.Open(path, boltstore.Options{NoSync: true, BatchDelay: 2 * time.Millisecond})
+		if err != nil {
+			return nil, "", "", fmt.Errorf("open the tag index %s: %w (move it away and run 'disgrafs reindex' to rebuild it)", path, err)
+		}
+		return st, "bbolt", path, nil
+	}
+	if !strings.HasPrefix(tc.Graph, "neo4j://") && !strings.HasPrefix(tc.Graph, "bolt://") &&
+		!strings.HasPrefix(tc.Graph, "neo4j+s://") && !strings.HasPrefix(tc.Graph, "bolt+s://") {
+		return nil, "", "", fmt.Errorf("--graph %s: use neo4j://HOST:7687 or bolt://HOST:7687 (or leave it empty for the embedded index)", volume.MaskURL(tc.Graph))
+	}
+	user := tc.GraphUser
+	if user == "" {
+		user = "neo4j"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	st, err := neo4jstore.Open(cctx, tc.Graph, user, tc.GraphPassword, d.vol.Format.UUID, neo4jstore.Options{})
+	if err != nil {
+		return nil, "", "", fmt.Errorf("graph %s: %w", volume.MaskURL(tc.Graph), err)
+	}
+	return st, "neo4j", volume.MaskURL(tc.Graph), nil
+}
+
+func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
+	store, backend, loc, err := d.openGraph(ctx)
+	if err != nil {
+		return err
+	}
+	files := fusefs.VolumeFiles(d.vol.VFS).(interface {
+		tagging.Files
+		tagging.Content
+		tagging.Walker
+	})
+	svc := tagging.New(files, store, d.log.With("component", "tags"), d.cfg.Tags.Timeout)
+	d.tags = &tagState{store: store, svc: svc, backend: backend, location: loc, files: files}
+	go svc.Run(d.bg)
+	go func() {
+		// Learn which files are tagged (for index upkeep on unlink and
+		// rename), and again now and then for what other nodes tag.
+		for {
+			lctx, cancel := context.WithTimeout(d.bg, time.Minute)
+			if err := svc.LoadKnown(lctx); err != nil && d.bg.Err() == nil {
+				d.log.Warn("loading the set of tagged files", "error", err)
+			}
+			cancel()
+			select {
+			case <-d.bg.Done():
+				return
+			case <-time.After(5 * time.Minute):
+			}
+		}
+	}()
+	fo.Tags = fusefs.TagOptions{Service: svc, TagsDir: d.cfg.Tags.TagsDir, QueryDir: d.cfg.Tags.QueryDir, Log: d.log.With("component", "tagtree")}
+	if d.cfg.Tags.Auto {
+		ao := d.cfg.Tags.AutoOptions
+		ao.Mountpoint = d.cfg.Mountpoint
+		d.tags.auto = tagging.NewAutoTagger(svc, files, ao, d.log.With("component", "autotag"))
+		go d.tags.auto.Run(d.bg)
+		fo.Written = d.tags.auto.Enqueue
+	}
+	return nil
+}
+
+func (d *Daemon) tagInfo() *control.TagInfo {
+	if d.tags == nil {
+		return nil
+	}
+	st := d.tags.svc.Stats()
+	ti := &control.TagInfo{Backend: d.tags.backend, Location: d.tags.location, Tagged: st.Tagged.Load(),
+		IndexPending: st.IndexPending.Load(), IndexErrors: st.IndexErrors.Load()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := d.tags.store.Ping(ctx); err != nil {
+		ti.Error = err.Error()
+	} else {
+		ti.Available = true
+	}
+	if a := d.tags.auto; a != nil {
+		ti.AutoDone, ti.AutoQueued, ti.AutoFailed, ti.AutoDropped = a.Done.Load(), a.Queued(), a.Failed.Load(), a.Dropped.Load()
+	}
+	return ti
+}
+
+func (d *Daemon) registerTagControl() {
+	d.ctl.Handle("GET", "tags", func(ctx context.Context, _ []byte) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, d.tags.svc.Timeout())
+		defer cancel()
+		return d.tags.store.Tags(ctx)
+	})
+	d.ctl.Handle("POST", "find", func(ctx context.Context, body []byte) (any, error) {
+		var req control.FindRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, control.BadRequest{Err: err}
+		}
+		e, err := graph.Parse(req.Expr)
+		if err != nil {
+			return nil, control.BadRequest{Err: err}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		files, err := d.tags.store.Query(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		return d.found(ctx, files, nil), nil
+	})
+	d.ctl.Handle("POST", "related", func(ctx context.Context, body []byte) (any, error) {
+		var req control.RelatedRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, control.BadRequest{Err: err}
+		}
+		if req.Limit <= 0 {
+			req.Limit = 20
+		}
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		scored, err := d.tags.store.Related(ctx, graph.FileID(req.Ino), req.Limit)
+		if err != nil {
+			return nil, err
+		}
+		files := make([]graph.File, len(scored))
+		scores := make([]float64, len(scored))
+		for i, s := range scored {
+			files[i], scores[i] = s.File, s.Score
+		}
+		return d.found(ctx, files, scores), nil
+	})
+	d.ctl.HandleRaw("POST", "reindex", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		flusher, _ := w.(http.Flusher)
+		last := time.Time{}
+		report := func(p tagging.Progress) {
+			if !p.Done && time.Since(last) < 200*time.Millisecond {
+				return
+			}
+			last = time.Now()
+			_ = enc.Encode(p)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		_, err := d.tags.svc.Reindex(r.Context(), d.tags.files, report)
+		if err != nil {
+			_ = enc.Encode(control.Error{Error: err.Error()})
+			d.log.Error("reindex failed", "error", err)
+			return
+		}
+		if d.fs != nil {
+			d.fs.TagsChanged()
+		}
+		d.log.Info("reindexed the tags from the xattrs")
+	})
+}
+
+func (d *Daemon) found(ctx context.Context, files []graph.File, scores []float64) []control.FoundFile {
+	out := make([]control.FoundFile, 0, len(files))
+	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
+	for i, f := range files {
+		ps := d.vol.Meta.GetPaths(mctx, meta.Ino(f.ID))
+		if len(ps) == 0 {
+			continue
+		}
+		ff := control.FoundFile{Path: filepath.Join(d.cfg.Mountpoint, ps[0]), Ino: uint64(f.ID)}
+		if scores != nil {
+			ff.Score = scores[i]
+		}
+		out = append(out, ff)
+	}
+	return out
+}

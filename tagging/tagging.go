@@ -1,0 +1,348 @@
+// Package tagging keeps a file's tags: the truth in its user.xdg.tags xattr
+// (comma separated, the freedesktop convention), and the graph index in step
+// with it. When the index is unavailable the xattr is still written and the
+// index change is queued and retried, so tagging never blocks on the graph.
+package tagging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/disgrafs/disgrafs/graph"
+)
+
+// XattrName is where a file's tags live.
+const XattrName = "user.xdg.tags"
+
+// Files is what tagging needs from the volume. ENODATA from GetXattr is
+// reported as (nil, nil).
+type Files interface {
+	GetXattr(ctx context.Context, ino uint64, name string) ([]byte, error)
+	SetXattr(ctx context.Context, ino uint64, name string, value []byte) error
+	RemoveXattr(ctx context.Context, ino uint64, name string) error
+	// Name returns one base name of the file (for listings).
+	Name(ctx context.Context, ino uint64) (string, error)
+}
+
+// Service tags files.
+type Service struct {
+	files Files
+	store graph.Store
+	log   *slog.Logger
+	// timeout bounds every index call so that a slow or dead graph never
+	// holds a FUSE request for long.
+	timeout time.Duration
+
+	locks [256]sync.Mutex
+
+	mu      sync.Mutex
+	pending []graph.Change // index changes that failed, retried in order
+	wake    chan struct{}
+	dropped atomic.Uint64
+
+	stats Stats
+
+	kmu   sync.RWMutex
+	known map[uint64]struct{} // files this node knows to be tagged
+}
+
+// Stats counts what the service did.
+type Stats struct {
+	Tagged       atomic.Uint64 // tag changes applied to files
+	IndexErrors  atomic.Uint64 // index updates that failed (and were queued)
+	IndexPending atomic.Int64  // changes waiting for the index
+}
+
+// maxPending bounds the retry queue; past it changes are dropped and a
+// reindex is needed (logged and counted).
+const maxPending = 100000
+
+// New returns a tagging service. Call Run to retry failed index updates.
+func New(files Files, store graph.Store, log *slog.Logger, timeout time.Duration) *Service {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &Service{files: files, store: store, log: log, timeout: timeout, wake: make(chan struct{}, 1), known: map[uint64]struct{}{}}
+}
+
+// Known reports whether this node knows the file to be tagged. The FUSE layer
+// asks before it spends a metadata call on keeping the index in step with a
+// rename or unlink.
+func (s *Service) Known(ino uint64) bool {
+	s.kmu.RLock()
+	defer s.kmu.RUnlock()
+	_, ok := s.known[ino]
+	return ok
+}
+
+// AnyKnown reports whether any file is known to be tagged.
+func (s *Service) AnyKnown() bool {
+	s.kmu.RLock()
+	defer s.kmu.RUnlock()
+	return len(s.known) > 0
+}
+
+func (s *Service) setKnown(ino uint64, tagged bool) {
+	s.kmu.Lock()
+	if tagged {
+		s.known[ino] = struct{}{}
+	} else {
+		delete(s.known, ino)
+	}
+	s.kmu.Unlock()
+}
+
+// LoadKnown fills the set of tagged files from the index (at mount time, and
+// periodically for tags other nodes set).
+func (s *Service) LoadKnown(ctx context.Context) error {
+	tags, err := s.store.Tags(ctx)
+	if err != nil {
+		return err
+	}
+	known := map[uint64]struct{}{}
+	for _, tc := range tags {
+		if tc.Files == 0 {
+			continue
+		}
+		files, err := s.store.Files(ctx, []string{tc.Tag})
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			known[uint64(f.ID)] = struct{}{}
+		}
+	}
+	s.kmu.Lock()
+	s.known = known
+	s.kmu.Unlock()
+	return nil
+}
+
+// Store is the index the service keeps.
+func (s *Service) Store() graph.Store { return s.store }
+
+// Stats returns the service's counters.
+func (s *Service) Stats() *Stats { return &s.stats }
+
+// Timeout is the bound on index calls.
+func (s *Service) Timeout() time.Duration { return s.timeout }
+
+func (s *Service) lock(ino uint64) func() {
+	m := &s.locks[ino%uint64(len(s.locks))]
+	m.Lock()
+	return m.Unlock
+}
+
+// Get returns a file's tags from its xattr.
+func (s *Service) Get(ctx context.Context, ino uint64) ([]string, error) {
+	v, err := s.files.GetXattr(ctx, ino, XattrName)
+	if err != nil {
+		return nil, err
+	}
+	return graph.ParseTagList(v)
+}
+
+// Modify removes then adds tags on a file and returns its new tags. Tag names
+// are validated first: a bad name changes nothing.
+func (s *Service) Modify(ctx context.Context, ino uint64, add, remove []string) ([]string, error) {
+	for _, t := range add {
+		if err := graph.ValidTag(t); err != nil {
+			return nil, badTag(err)
+		}
+	}
+	unlock := s.lock(ino)
+	defer unlock()
+	old, err := s.Get(ctx, ino)
+	if err != nil {
+		return nil, fmt.Errorf("read tags: %w", err)
+	}
+	tags := make([]string, 0, len(old)+len(add))
+	for _, t := range old {
+		if !slices.Contains(remove, t) {
+			tags = append(tags, t)
+		}
+	}
+	for _, t := range add {
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	if slices.Equal(tags, old) {
+		return tags, nil
+	}
+	if err := s.write(ctx, ino, tags); err != nil {
+		return nil, err
+	}
+	s.stats.Tagged.Add(1)
+	s.Indexed(ctx, ino, tags)
+	return tags, nil
+}
+
+// Set replaces a file's tags.
+func (s *Service) Set(ctx context.Context, ino uint64, tags []string) error {
+	for _, t := range tags {
+		if err := graph.ValidTag(t); err != nil {
+			return badTag(err)
+		}
+	}
+	unlock := s.lock(ino)
+	defer unlock()
+	if err := s.write(ctx, ino, tags); err != nil {
+		return err
+	}
+	s.stats.Tagged.Add(1)
+	s.Indexed(ctx, ino, tags)
+	return nil
+}
+
+func (s *Service) write(ctx context.Context, ino uint64, tags []string) error {
+	if len(tags) == 0 {
+		if err := s.files.RemoveXattr(ctx, ino, XattrName); err != nil {
+			return fmt.Errorf("remove tags: %w", err)
+		}
+		return nil
+	}
+	v := graph.FormatTagList(tags)
+	if len(v) > graph.MaxTagListBytes {
+		return fmt.Errorf("%w: the tag list would be %d bytes, over the %d-byte xattr limit", ErrTooLong, len(v), graph.MaxTagListBytes)
+	}
+	if err := s.files.SetXattr(ctx, ino, XattrName, v); err != nil {
+		return fmt.Errorf("write tags: %w", err)
+	}
+	return nil
+}
+
+// ErrTooLong is returned when a file's tag list would not fit its xattr.
+var ErrTooLong = errors.New("tag list too long")
+
+// Indexed brings the index in step with a file whose xattr now holds tags
+// (called after a direct setxattr too). It never fails: a change the index
+// cannot take now is queued.
+func (s *Service) Indexed(ctx context.Context, ino uint64, tags []string) {
+	name, err := s.files.Name(ctx, ino)
+	if err != nil {
+		s.log.Debug("no name for tagged file", "ino", ino, "error", err)
+	}
+	s.setKnown(ino, len(tags) > 0)
+	s.apply(graph.Change{File: graph.File{ID: graph.FileID(ino), Name: name}, Add: tags, Replace: true})
+}
+
+// Renamed updates the indexed name of a file.
+func (s *Service) Renamed(ino uint64, name string) {
+	s.apply(graph.Change{File: graph.File{ID: graph.FileID(ino), Name: name}})
+}
+
+// Removed drops deleted files from the index.
+func (s *Service) Removed(ids ...uint64) {
+	if len(ids) == 0 {
+		return
+	}
+	fids := make([]graph.FileID, len(ids))
+	for i, id := range ids {
+		fids[i] = graph.FileID(id)
+		s.setKnown(id, false)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	if err := s.store.Forget(ctx, fids); err != nil {
+		s.stats.IndexErrors.Add(1)
+		s.log.Warn("index: forget deleted files failed; 'disgrafs reindex' repairs it", "files", len(ids), "error", err)
+	}
+}
+
+func (s *Service) apply(c graph.Change) {
+	s.mu.Lock()
+	queued := len(s.pending) > 0
+	s.mu.Unlock()
+	if !queued {
+		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+		err := s.store.Update(ctx, []graph.Change{c})
+		cancel()
+		if err == nil {
+			return
+		}
+		s.stats.IndexErrors.Add(1)
+		s.log.Warn("index update failed; queued for retry", "ino", c.File.ID, "error", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) >= maxPending {
+		s.dropped.Add(1)
+		if s.dropped.Load() == 1 {
+			s.log.Error("index retry queue full: dropping changes; run 'disgrafs reindex' when the graph is back")
+		}
+		return
+	}
+	s.pending = append(s.pending, c)
+	s.stats.IndexPending.Store(int64(len(s.pending)))
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Pending reports how many index changes wait for the graph.
+func (s *Service) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+// Run retries queued index changes until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.wake:
+			// Give the graph a moment before hammering it again.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		s.flushPending(ctx)
+	}
+}
+
+func (s *Service) flushPending(ctx context.Context) {
+	s.mu.Lock()
+	batch := slices.Clone(s.pending)
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	for len(batch) > 0 {
+		n := min(len(batch), 1000)
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		err := s.store.Update(cctx, batch[:n])
+		cancel()
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		s.pending = s.pending[n:]
+		s.stats.IndexPending.Store(int64(len(s.pending)))
+		s.mu.Unlock()
+		batch = batch[n:]
+	}
+	s.log.Info("index caught up with queued tag changes")
+}
+
+// badTag marks a validation error as the caller's fault (graph.ErrBadTag).
+func badTag(err error) error {
+	if errors.Is(err, graph.ErrBadTag) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", graph.ErrBadTag, err)
+}
