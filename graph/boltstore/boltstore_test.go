@@ -1,0 +1,178 @@
+package boltstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/disgrafs/disgrafs/graph"
+	"github.com/disgrafs/disgrafs/graph/graphtest"
+	bolt "go.etcd.io/bbolt"
+)
+
+func openTemp(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "graph.db"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Every test leaves a consistent index behind (unless it closed it).
+		if err := s.Check(context.Background()); err != nil && !errors.Is(err, graph.ErrUnavailable) {
+			t.Errorf("Check: %v", err)
+		}
+		s.Close()
+	})
+	return s
+}
+
+func TestSuite(t *testing.T) {
+	graphtest.Run(t, func(t *testing.T) graph.Store { return openTemp(t, Options{NoSync: true}) })
+}
+
+func TestSuiteBatched(t *testing.T) {
+	graphtest.Run(t, func(t *testing.T) graph.Store {
+		return openTemp(t, Options{NoSync: true, BatchDelay: time.Millisecond})
+	})
+}
+
+func TestOpenFileMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	_, err = Open(path, Options{LockTimeout: 200 * time.Millisecond})
+	if err == nil {
+		t.Fatal("second Open of a locked file succeeded")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("second Open took %v", d)
+	}
+	if !strings.Contains(err.Error(), "locked by another process") || !errors.Is(err, graph.ErrUnavailable) {
+		t.Errorf("second Open: %v", err)
+	}
+}
+
+func TestOpenGarbage(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string][]byte{
+		"text":  []byte("this is not a database\n"),
+		"zeros": make([]byte, 64<<10),
+		"junk":  []byte(strings.Repeat("\xde\xad\xbe\xef", 8192)),
+	}
+	for name, content := range cases {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open(path, Options{})
+			if err == nil {
+				s.Close()
+				t.Fatal("Open of garbage succeeded")
+			}
+			if !strings.Contains(err.Error(), path) {
+				t.Errorf("error does not name the file: %v", err)
+			}
+			t.Logf("%s: %v", name, err)
+		})
+	}
+}
+
+func TestOpenForeignBolt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Turn it into somebody else's bbolt file.
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bMeta) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "not a disgrafs graph index") {
+		t.Errorf("Open of a foreign bbolt file: %v", err)
+	}
+}
+
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, []graph.Change{{File: graph.File{ID: 1, Name: "f"}, Add: []string{"a", "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateTag(ctx, "empty"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tags, err := s.Tags(ctx)
+	if err != nil || len(tags) != 3 || tags[0] != (graph.TagCount{Tag: "a", Files: 1}) || tags[2] != (graph.TagCount{Tag: "empty"}) {
+		t.Errorf("after reopen: %v, %v", tags, err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCheckFindsDamage(t *testing.T) {
+	ctx := context.Background()
+	s := openTemp(t, Options{NoSync: true})
+	if err := s.Update(ctx, []graph.Change{{File: graph.File{ID: 1, Name: "f"}, Add: []string{"a", "b"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Remove a posting behind the index's back.
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		rec, _, _ := getTag(tx, "a")
+		return tx.Bucket(bPostings).Delete(postingKey(rec.id, "f", 1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Check(ctx)
+	if err == nil || !strings.Contains(err.Error(), "missing from its postings") {
+		t.Errorf("Check after damage: %v", err)
+	}
+	// Repair, so that the cleanup check passes.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		rec, _, _ := getTag(tx, "a")
+		return tx.Bucket(bPostings).Put(postingKey(rec.id, "f", 1), []byte{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
