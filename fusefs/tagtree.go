@@ -238,10 +238,14 @@ func (t *tagTree) getListing(v *vnode) (*listing, error) {
 	if v.list != nil && v.listGen == gen && time.Since(v.listAt) < listingTTL {
 		return v.list, nil
 	}
+	if err := t.svc.Check(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := t.ctx()
 	defer cancel()
 	l, err := t.build(ctx, v)
 	if err != nil {
+		t.svc.Failed(err)
 		return nil, err
 	}
 	v.list, v.listGen, v.listAt = l, gen, time.Now()
@@ -415,9 +419,13 @@ func (t *tagTree) mkdir(v *vnode, name string, out *fuse.EntryOut) fuse.Status {
 		t.log.Warn("mkdir: invalid tag name", "name", name, "error", err)
 		return fuse.EINVAL
 	}
+	if err := t.svc.Check(); err != nil {
+		return t.errno("mkdir", err)
+	}
 	ctx, cancel := t.ctx()
 	defer cancel()
 	if err := t.svc.Store().CreateTag(ctx, name); err != nil {
+		t.svc.Failed(err)
 		return t.errno("mkdir", err)
 	}
 	t.changed()
@@ -429,9 +437,13 @@ func (t *tagTree) rmdir(v *vnode, name string) fuse.Status {
 	if v.kind != kTagsRoot {
 		return fuse.EPERM
 	}
+	if err := t.svc.Check(); err != nil {
+		return t.errno("rmdir", err)
+	}
 	ctx, cancel := t.ctx()
 	defer cancel()
 	err := t.svc.Store().DeleteTag(ctx, name)
+	t.svc.Failed(err)
 	if err == nil {
 		t.changed()
 	}

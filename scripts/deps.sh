@@ -13,6 +13,7 @@ need fusermount3 fuse3
 need setpriv util-linux
 need unshare util-linux
 need gcc gcc
+need curl curl
 if [ ${#want[@]} -gt 0 ]; then
   echo "installing: ${want[*]}"
   export DEBIAN_FRONTEND=noninteractive

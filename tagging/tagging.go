@@ -48,6 +48,11 @@ type Service struct {
 
 	stats Stats
 
+	// downUntil is when the index, after failing, may be tried again (unix
+	// nanoseconds); until then calls fail at once instead of waiting out
+	// their timeout, and Run probes it.
+	downUntil atomic.Int64
+
 	kmu   sync.RWMutex
 	known map[uint64]struct{} // files this node knows to be tagged
 }
@@ -137,6 +142,28 @@ func (s *Service) lock(ino uint64) func() {
 	m := &s.locks[ino%uint64(len(s.locks))]
 	m.Lock()
 	return m.Unlock
+}
+
+// downFor is how long a failed index is left alone before the next try.
+const downFor = 3 * time.Second
+
+// Available reports whether the index is believed to answer.
+func (s *Service) Available() bool { return time.Now().UnixNano() >= s.downUntil.Load() }
+
+// Check returns graph.ErrUnavailable at once while the index is believed down.
+func (s *Service) Check() error {
+	if !s.Available() {
+		return fmt.Errorf("%w (failing fast; retried in the background)", graph.ErrUnavailable)
+	}
+	return nil
+}
+
+// Failed records the outcome of an index call: an unavailable index is left
+// alone for a while.
+func (s *Service) Failed(err error) {
+	if errors.Is(err, graph.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		s.downUntil.Store(time.Now().Add(downFor).UnixNano())
+	}
 }
 
 // Get returns a file's tags from its xattr.
@@ -248,9 +275,15 @@ func (s *Service) Removed(ids ...uint64) {
 		fids[i] = graph.FileID(id)
 		s.setKnown(id, false)
 	}
+	if err := s.Check(); err != nil {
+		s.stats.IndexErrors.Add(1)
+		s.log.Warn("index: cannot forget deleted files now; 'disgrafs reindex' repairs it", "files", len(ids), "error", err)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 	defer cancel()
 	if err := s.store.Forget(ctx, fids); err != nil {
+		s.Failed(err)
 		s.stats.IndexErrors.Add(1)
 		s.log.Warn("index: forget deleted files failed; 'disgrafs reindex' repairs it", "files", len(ids), "error", err)
 	}
@@ -260,13 +293,14 @@ func (s *Service) apply(c graph.Change) {
 	s.mu.Lock()
 	queued := len(s.pending) > 0
 	s.mu.Unlock()
-	if !queued {
+	if !queued && s.Available() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
 		err := s.store.Update(ctx, []graph.Change{c})
 		cancel()
 		if err == nil {
 			return
 		}
+		s.Failed(err)
 		s.stats.IndexErrors.Add(1)
 		s.log.Warn("index update failed; queued for retry", "ino", c.File.ID, "error", err)
 	}
@@ -311,6 +345,19 @@ func (s *Service) Run(ctx context.Context) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
+		if !s.Available() || s.Pending() > 0 {
+			pctx, cancel := context.WithTimeout(ctx, s.timeout)
+			err := s.store.Ping(pctx)
+			cancel()
+			if err != nil {
+				s.Failed(err)
+				continue
+			}
+			if !s.Available() {
+				s.log.Info("tag index answers again")
+			}
+			s.downUntil.Store(0)
+		}
 		s.flushPending(ctx)
 	}
 }
@@ -328,6 +375,7 @@ func (s *Service) flushPending(ctx context.Context) {
 		err := s.store.Update(cctx, batch[:n])
 		cancel()
 		if err != nil {
+			s.Failed(err)
 			return
 		}
 		s.mu.Lock()

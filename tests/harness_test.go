@@ -124,6 +124,7 @@ type Mount struct {
 	Dir     string
 	DataDir string
 	Args    []string
+	Env     []string
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
@@ -153,6 +154,7 @@ type MountOpts struct {
 	DataDir string   // embedded volume directory; a new temp dir when empty
 	Meta    string   // shared volume URL; empty mounts the embedded volume
 	Extra   []string // more flags
+	Env     []string // more environment variables (secrets)
 }
 
 // startMount starts a foreground daemon and waits until it serves. The mount is
@@ -184,7 +186,7 @@ func tryMount(t testing.TB, o MountOpts) (*Mount, error) {
 	}
 	args = append(args, o.Extra...)
 	args = append(args, o.Dir)
-	m := &Mount{t: t, Dir: o.Dir, DataDir: o.DataDir, Args: args, log: &lockedBuffer{}, exited: make(chan struct{})}
+	m := &Mount{t: t, Dir: o.Dir, DataDir: o.DataDir, Args: args, Env: o.Env, log: &lockedBuffer{}, exited: make(chan struct{})}
 	if err := m.start(); err != nil {
 		return nil, err
 	}
@@ -195,7 +197,7 @@ func tryMount(t testing.TB, o MountOpts) (*Mount, error) {
 func (m *Mount) start() error {
 	m.exited = make(chan struct{})
 	m.cmd = exec.Command(binary(m.t), m.Args...)
-	m.cmd.Env = testEnv()
+	m.cmd.Env = append(testEnv(), m.Env...)
 	pr, pw := io.Pipe()
 	m.cmd.Stdout = m.log
 	m.cmd.Stderr = io.MultiWriter(m.log, pw)
