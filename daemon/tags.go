@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/juicedata/juicefs/pkg/meta"
@@ -226,14 +227,29 @@ func (d *Daemon) registerTagControl() {
 }
 
 func (d *Daemon) found(ctx context.Context, files []graph.File, scores []float64) []control.FoundFile {
-	out := make([]control.FoundFile, 0, len(files))
+	// Resolving a path costs a metadata query per directory level; do several
+	// at once (SQLite in WAL mode and Redis both serve parallel readers).
+	paths := make([]string, len(files))
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
 	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
 	for i, f := range files {
-		ps := d.vol.Meta.GetPaths(mctx, meta.Ino(f.ID))
-		if len(ps) == 0 {
-			continue
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if ps := d.vol.Meta.GetPaths(mctx, meta.Ino(f.ID)); len(ps) > 0 {
+				paths[i] = ps[0]
+			}
+		}()
+	}
+	wg.Wait()
+	out := make([]control.FoundFile, 0, len(files))
+	for i, f := range files {
+		if paths[i] == "" {
+			continue // deleted since it was indexed
 		}
-		ff := control.FoundFile{Path: filepath.Join(d.cfg.Mountpoint, ps[0]), Ino: uint64(f.ID)}
+		ff := control.FoundFile{Path: filepath.Join(d.cfg.Mountpoint, paths[i]), Ino: uint64(f.ID)}
 		if scores != nil {
 			ff.Score = scores[i]
 		}
