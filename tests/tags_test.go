@@ -169,6 +169,18 @@ func TestTagDirectories(t *testing.T) {
 		if err == nil || !strings.Contains(out, "Invalid argument") {
 			t.Fatalf("bad query: %v %s", err, out)
 		}
+		deep := strings.Repeat("(", 40) + "cat" + strings.Repeat(")", 40)
+		if out, err := shOut("ls", m.Path(".query", deep)); err == nil || !strings.Contains(out, "Invalid argument") {
+			t.Fatalf("query nested 40 deep: %v %s", err, out)
+		}
+		// Queries longer than a file name work (FUSE passes them on); past
+		// 4096 bytes the parser refuses.
+		if out, err := shOut("ls", m.Path(".query", strings.Repeat("cat or ", 40)+"dog")); err != nil || !strings.Contains(out, "a.txt") {
+			t.Fatalf("a 283-byte query: %v %s", err, out)
+		}
+		if out, err := run(t, "find", "--mount", m.Dir, strings.Repeat("cat or ", 700)+"dog"); err == nil || !strings.Contains(out, "4096") {
+			t.Fatalf("a 4.9 KB query: %v %s", err, out)
+		}
 		if !strings.Contains(m.Log(), "bad query expression") {
 			t.Fatal("the daemon did not log why the query was bad")
 		}
