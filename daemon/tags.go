@@ -105,6 +105,9 @@ func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
 		tagging.Walker
 	})
 	svc := tagging.New(files, store, d.log.With("component", "tags"), d.cfg.Tags.Timeout)
+	if backend == "neo4j" {
+		svc.SetBatch(100) // NornicDB refuses transactions of about 10,000 entries
+	}
 	d.tags = &tagState{store: store, svc: svc, backend: backend, location: loc, files: files}
 	go svc.Run(d.bg)
 	go func() {

@@ -1,7 +1,6 @@
 package graph
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -130,6 +129,9 @@ type ParseError struct {
 }
 
 func (e *ParseError) Error() string { return fmt.Sprintf("%s at %d", e.Msg, e.Offset) }
+
+// Unwrap makes every ParseError an ErrBadTag (a malformed expression).
+func (e *ParseError) Unwrap() error { return ErrBadTag }
 
 type tokKind int
 
@@ -463,20 +465,17 @@ const MaxTagListBytes = 65536
 // TagsXattr is the extended attribute holding a file's tags.
 const TagsXattr = "user.xdg.tags"
 
-// ErrInvalidTag is wrapped by the errors of ValidTag and ParseTagList.
-var ErrInvalidTag = errors.New("invalid tag name")
-
 // ValidTag checks that name can be a tag: a non-empty name of at most 255
 // bytes of valid UTF-8, with no '/', ',', NUL or other control character, not
 // starting with '.', and with no leading or trailing whitespace. Errors wrap
-// ErrInvalidTag and name the broken rule.
+// ErrBadTag and name the broken rule.
 func ValidTag(name string) error {
 	bad := func(rule string) error {
-		return fmt.Errorf("%w %s: %s", ErrInvalidTag, quoteShort(name), rule)
+		return fmt.Errorf("%w %s: %s", ErrBadTag, quoteShort(name), rule)
 	}
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: empty", ErrInvalidTag)
+		return fmt.Errorf("%w: empty", ErrBadTag)
 	case len(name) > MaxTagBytes:
 		return bad(fmt.Sprintf("longer than %d bytes", MaxTagBytes))
 	case !utf8.ValidString(name):
@@ -524,7 +523,7 @@ func quoteShort(s string) string {
 // in first-seen order. Every tag must pass ValidTag.
 func ParseTagList(v []byte) ([]string, error) {
 	if len(v) > MaxTagListBytes {
-		return nil, fmt.Errorf("%w: tag list is %d bytes, longer than %d", ErrInvalidTag, len(v), MaxTagListBytes)
+		return nil, fmt.Errorf("%w: tag list is %d bytes, longer than %d", ErrBadTag, len(v), MaxTagListBytes)
 	}
 	var tags []string
 	var seen map[string]bool

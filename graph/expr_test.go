@@ -87,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 		{`"abc`, "unterminated string", 0},
 		{`"abc\`, "unterminated string", 0},
 		{`a or "x\n"`, `invalid escape "\n"`, 7},
-		{`""`, "invalid tag name: empty", 0},
+		{`""`, "invalid tag: empty", 0},
 		{`a or b/c`, `contains "/"`, 5},
 		{`a or .hidden`, `starts with "."`, 5},
 		{`x,y`, `contains ","`, 0},
@@ -112,6 +112,9 @@ func TestParseErrors(t *testing.T) {
 			var pe *ParseError
 			if !errors.As(err, &pe) {
 				t.Fatalf("error %v (%T) is not a *ParseError", err, err)
+			}
+			if !errors.Is(err, ErrBadTag) {
+				t.Errorf("error %v does not wrap ErrBadTag", err)
 			}
 			if !strings.Contains(err.Error(), tt.msg) {
 				t.Errorf("error %q does not say %q", err, tt.msg)
@@ -202,8 +205,8 @@ func TestValidTag(t *testing.T) {
 			t.Errorf("ValidTag(%q) = %v", tt.name, err)
 		case tt.rule != "" && err == nil:
 			t.Errorf("ValidTag(%q) accepted", tt.name)
-		case tt.rule != "" && (!strings.Contains(err.Error(), tt.rule) || !errors.Is(err, ErrInvalidTag)):
-			t.Errorf("ValidTag(%q) = %v, want %q wrapping ErrInvalidTag", tt.name, err, tt.rule)
+		case tt.rule != "" && (!strings.Contains(err.Error(), tt.rule) || !errors.Is(err, ErrBadTag)):
+			t.Errorf("ValidTag(%q) = %v, want %q wrapping ErrBadTag", tt.name, err, tt.rule)
 		}
 	}
 }
@@ -227,7 +230,7 @@ func TestParseTagList(t *testing.T) {
 	for _, tt := range tests {
 		got, err := ParseTagList([]byte(tt.in))
 		if tt.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, ErrInvalidTag) {
+			if err == nil || !strings.Contains(err.Error(), tt.err) || !errors.Is(err, ErrBadTag) {
 				t.Errorf("ParseTagList(%.20q) = %q, %v; want error %q", tt.in, got, err, tt.err)
 			}
 			continue

@@ -21,8 +21,6 @@ type Progress struct {
 	Done      bool  `json:"done"`
 }
 
-const reindexBatch = 1000
-
 // Reindex rebuilds the index from the xattrs: every file's tags are replaced
 // by what its xattr says, and index entries for files without tags are
 // dropped. report is called after every batch.
@@ -30,7 +28,7 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 	var p Progress
 	seen := map[graph.FileID]struct{}{}
 	known := map[uint64]struct{}{}
-	batch := make([]graph.Change, 0, reindexBatch)
+	batch := make([]graph.Change, 0, s.batch)
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -45,7 +43,7 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 	err := w.Walk(ctx, func(ino uint64, name string, raw []byte) error {
 		p.Scanned++
 		if len(raw) == 0 {
-			if p.Scanned%reindexBatch == 0 {
+			if p.Scanned%1000 == 0 {
 				report(p)
 			}
 			return nil
@@ -63,7 +61,7 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 		seen[graph.FileID(ino)] = struct{}{}
 		known[ino] = struct{}{}
 		batch = append(batch, graph.Change{File: graph.File{ID: graph.FileID(ino), Name: name}, Add: tags, Replace: true})
-		if len(batch) == reindexBatch {
+		if len(batch) == s.batch {
 			return flush()
 		}
 		return nil

@@ -38,6 +38,9 @@ type Service struct {
 	// timeout bounds every index call so that a slow or dead graph never
 	// holds a FUSE request for long.
 	timeout time.Duration
+	// batch is how many files one index write may carry (a Bolt server takes
+	// far smaller transactions than bbolt).
+	batch int
 
 	locks [256]sync.Mutex
 
@@ -73,7 +76,14 @@ func New(files Files, store graph.Store, log *slog.Logger, timeout time.Duration
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Service{files: files, store: store, log: log, timeout: timeout, wake: make(chan struct{}, 1), known: map[uint64]struct{}{}}
+	return &Service{files: files, store: store, log: log, timeout: timeout, batch: 1000, wake: make(chan struct{}, 1), known: map[uint64]struct{}{}}
+}
+
+// SetBatch sets how many files one index write may carry (default 1000).
+func (s *Service) SetBatch(n int) {
+	if n > 0 {
+		s.batch = n
+	}
 }
 
 // Known reports whether this node knows the file to be tagged. The FUSE layer
@@ -370,7 +380,7 @@ func (s *Service) flushPending(ctx context.Context) {
 		return
 	}
 	for len(batch) > 0 {
-		n := min(len(batch), 1000)
+		n := min(len(batch), s.batch)
 		cctx, cancel := context.WithTimeout(ctx, s.timeout)
 		err := s.store.Update(cctx, batch[:n])
 		cancel()

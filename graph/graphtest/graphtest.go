@@ -678,8 +678,8 @@ func testCreateDeleteTag(t *testing.T, h *harness) {
 	h.update(tag(2, "g", "new"))
 	h.checkAll()
 	for _, bad := range []string{"", ".x", "a/b", "a,b", " x", "x\n"} {
-		if err := h.s.CreateTag(h.ctx, bad); !errors.Is(err, graph.ErrInvalidTag) {
-			t.Errorf("CreateTag(%q) = %v, want ErrInvalidTag", bad, err)
+		if err := h.s.CreateTag(h.ctx, bad); !errors.Is(err, graph.ErrBadTag) {
+			t.Errorf("CreateTag(%q) = %v, want ErrBadTag", bad, err)
 		}
 	}
 }
@@ -698,8 +698,8 @@ func testInvalidInput(t *testing.T, h *harness) {
 			t.Errorf("Update(%v) succeeded", changes)
 		}
 	}
-	if err := h.s.Update(h.ctx, bad[0]); !errors.Is(err, graph.ErrInvalidTag) {
-		t.Errorf("Update with a bad tag = %v, want ErrInvalidTag", err)
+	if err := h.s.Update(h.ctx, bad[0]); !errors.Is(err, graph.ErrBadTag) {
+		t.Errorf("Update with a bad tag = %v, want ErrBadTag", err)
 	}
 	// Nothing of a rejected batch is applied.
 	h.checkAll()

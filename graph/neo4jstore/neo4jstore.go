@@ -22,7 +22,15 @@
 // Writes that read before they write (Update, AddCoAccess, DeleteTag) first
 // set a property on the nodes they change: Neo4j then holds those nodes'
 // write locks until commit, so concurrent writers to one file serialize
-// instead of losing updates.
+// instead of losing updates. Missing file and tag nodes are created in a
+// short transaction of its own before the one that reads and changes them
+// (NornicDB loses writes to nodes created earlier in the same transaction),
+// and one process runs its write transactions one at a time.
+//
+// Update is one transaction, as graph.Store requires; NornicDB (on Badger)
+// refuses transactions past roughly 10,000 written entries ("Txn is too big
+// to fit into one request"), so callers should batch about 100 files of 20
+// tags per Update there. Forget deletes in transactions of 200 files.
 package neo4jstore
 
 import (
@@ -31,9 +39,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sort"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,6 +52,8 @@ import (
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/graph/internal/logic"
 )
+
+var debugQueries = os.Getenv("DISGRAFS_DEBUG_CYPHER") != ""
 
 // ErrAuth is wrapped by errors caused by wrong credentials.
 var ErrAuth = errors.New("authentication failed")
@@ -69,9 +79,12 @@ type Store struct {
 	vol    string
 	opts   Options
 	closed atomic.Bool
-	// coMu serializes this process's co-access writes (read, add, write
-	// back); the node locks of the transaction cover other processes.
-	coMu sync.Mutex
+	// writeSem runs this process's write transactions one at a time, as
+	// bbolt does: concurrent transactions on shared nodes (a popular tag, a
+	// file tagged from two places) would only conflict and back off. Other
+	// processes sharing the graph are covered by the transactions' node
+	// locks (Neo4j) or conflict detection and retries (NornicDB).
+	writeSem chan struct{}
 }
 
 var _ graph.Store = (*Store)(nil)
@@ -83,6 +96,16 @@ var schema = []string{
 	"CREATE CONSTRAINT disgrafs_tag_key IF NOT EXISTS FOR (t:Tag) REQUIRE t.key IS UNIQUE",
 	"CREATE INDEX disgrafs_file_vol IF NOT EXISTS FOR (f:File) ON (f.vol)",
 	"CREATE INDEX disgrafs_tag_vol IF NOT EXISTS FOR (t:Tag) ON (t.vol)",
+}
+
+// extraSchema are indexes Neo4j already has (a uniqueness constraint is
+// backed by an index; IF NOT EXISTS then makes these no-ops) but NornicDB
+// needs: its MATCH does not use a constraint's index (a lookup by key scans
+// every node of the label, 100-300 ms at 10,000 nodes, against 1 ms with
+// these). Failing to create them is not an error.
+var extraSchema = []string{
+	"CREATE INDEX disgrafs_file_key_lookup IF NOT EXISTS FOR (f:File) ON (f.key)",
+	"CREATE INDEX disgrafs_tag_key_lookup IF NOT EXISTS FOR (t:Tag) ON (t.key)",
 }
 
 // Open connects to url (neo4j://, bolt://, or their +s/+ssc TLS forms) as
@@ -115,7 +138,7 @@ func Open(ctx context.Context, url, user, password, volume string, opts Options)
 	if err != nil {
 		return nil, fmt.Errorf("neo4jstore: open %s: %w", url, err)
 	}
-	s := &Store{driver: driver, vol: volume, opts: opts}
+	s := &Store{driver: driver, vol: volume, opts: opts, writeSem: make(chan struct{}, 1)}
 	cctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout+time.Second)
 	defer cancel()
 	if err := driver.VerifyConnectivity(cctx); err != nil {
@@ -134,12 +157,21 @@ func (s *Store) ensureSchema(ctx context.Context) error {
 	defer cancel()
 	sess := s.session(ctx, neo4j.AccessModeWrite)
 	defer sess.Close(context.Background())
-	for _, q := range schema {
+	run := func(q string) error {
 		res, err := sess.Run(ctx, q, nil)
 		if err == nil {
 			_, err = res.Consume(ctx)
 		}
-		if err != nil {
+		return err
+	}
+	for _, q := range schema {
+		if err := run(q); err != nil {
+			return classify("create schema ("+q+")", err)
+		}
+	}
+	for _, q := range extraSchema {
+		var nerr *neo4j.Neo4jError
+		if err := run(q); err != nil && !errors.As(err, &nerr) {
 			return classify("create schema ("+q+")", err)
 		}
 	}
@@ -177,11 +209,16 @@ func (t *tx) query(q string, params map[string]any) ([]*neo4j.Record, error) {
 		params = map[string]any{}
 	}
 	params["vol"] = t.s.vol
+	start := time.Now()
 	res, err := t.t.Run(t.ctx, q, params)
 	if err != nil {
 		return nil, err
 	}
-	return res.Collect(t.ctx)
+	recs, err := res.Collect(t.ctx)
+	if debugQueries {
+		fmt.Printf("%8.1fms %4d rows  %.90s\n", float64(time.Since(start).Microseconds())/1000, len(recs), q)
+	}
+	return recs, err
 }
 
 // exec runs a statement over rows, BatchRows at a time.
@@ -230,6 +267,12 @@ func (s *Store) run(ctx context.Context, op string, write bool, fn func(*tx) err
 	mode := neo4j.AccessModeRead
 	if write {
 		mode = neo4j.AccessModeWrite
+		select {
+		case s.writeSem <- struct{}{}:
+			defer func() { <-s.writeSem }()
+		case <-ctx.Done():
+			return classify(op+" (waiting for this process's other writes)", ctx.Err())
+		}
 	}
 	sess := s.session(ctx, mode)
 	defer sess.Close(context.Background())
@@ -250,7 +293,7 @@ func classify(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, graph.ErrNoTag) || errors.Is(err, graph.ErrNotEmpty) || errors.Is(err, graph.ErrInvalidTag) {
+	if errors.Is(err, graph.ErrNoTag) || errors.Is(err, graph.ErrNotEmpty) || errors.Is(err, graph.ErrBadTag) {
 		return fmt.Errorf("neo4jstore: %s: %w", op, err)
 	}
 	var nerr *neo4j.Neo4jError
@@ -360,29 +403,33 @@ func (s *Store) Ping(ctx context.Context) error {
 // (so each node is MERGEd once per transaction, then MATCHed); arithmetic or
 // coalesce()/CASE in SET stores the expression's text; count(DISTINCT x) over
 // a pattern overcounts; a RETURN alias equal to an UNWIND variable renames
-// the column.
+// the column. Patterns start from the node the lookup is by: NornicDB
+// expands them left to right (MATCH (f:File)-[:TAGGED]->(t:Tag {key: $k})
+// scans every file; MATCH (t:Tag {key: $k})<-[:TAGGED]-(f:File) does not).
 const (
 	qEnsureFiles   = "UNWIND $rows AS row MERGE (f:File {key: row.key}) SET f.vol = $vol, f.id = row.id"
 	qLockFiles     = "UNWIND $rows AS k MATCH (f:File {key: k}) SET f.vol = $vol RETURN f.key AS fkey"
 	qFileState     = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.key AS fkey, f.name AS fname"
 	qFileTags      = "UNWIND $rows AS k MATCH (f:File {key: k})-[:TAGGED]->(t:Tag) RETURN f.key AS fkey, t.name AS tname"
 	qMergeTags     = "UNWIND $rows AS row MERGE (t:Tag {key: row.key}) SET t.vol = $vol, t.name = row.name"
-	qAddTagged     = "UNWIND $rows AS row MATCH (f:File {key: row.f}), (t:Tag {key: row.t}) MERGE (f)-[:TAGGED]->(t)"
+	qAddTagged     = "UNWIND $rows AS row MATCH (f:File {key: row.f}), (t:Tag {key: row.t}) MERGE (f)-[:TAGGED]->(t) RETURN f.key AS fkey"
 	qDelTagged     = "UNWIND $rows AS row MATCH (f:File {key: row.f})-[r:TAGGED]->(t:Tag {key: row.t}) DELETE r"
 	qSetFiles      = "UNWIND $rows AS row MATCH (f:File {key: row.key}) SET f.name = row.name, f.tagged = row.tagged"
 	qFilesWithCo   = "UNWIND $rows AS k MATCH (f:File {key: k})-[:CO]->(g:File) RETURN f.key AS fkey"
 	qDeleteFiles   = "UNWIND $rows AS k MATCH (f:File {key: k}) DETACH DELETE f"
 	qTagNames      = "MATCH (t:Tag {vol: $vol}) RETURN t.name AS tname"
-	qTagCounts     = "MATCH (f:File)-[:TAGGED]->(t:Tag {vol: $vol}) RETURN t.name AS tname, count(f) AS n"
+	qTagCounts     = "MATCH (t:Tag {vol: $vol})<-[:TAGGED]-(f:File) RETURN t.name AS tname, count(f) AS n"
 	qTagsOf        = "MATCH (f:File {key: $key})-[:TAGGED]->(t:Tag) RETURN t.name AS tname"
-	qTagsExist     = "MATCH (t:Tag) WHERE t.key IN $keys RETURN t.name AS tname"
-	qPostings      = "MATCH (f:File)-[:TAGGED]->(t:Tag) WHERE t.key IN $keys RETURN f.id AS fid, f.name AS fname, t.name AS tname"
-	qPostingIDs    = "MATCH (f:File)-[:TAGGED]->(t:Tag) WHERE t.key IN $keys RETURN f.id AS fid, t.name AS tname"
+	qTagsExist     = "UNWIND $rows AS k MATCH (t:Tag {key: k}) RETURN t.name AS tname"
+	qPostings      = "UNWIND $rows AS k MATCH (t:Tag {key: k})<-[:TAGGED]-(f:File) RETURN f.id AS fid, f.name AS fname, t.name AS tname"
+	qTagDF         = "UNWIND $rows AS k MATCH (t:Tag {key: k})<-[:TAGGED]-(f:File) RETURN t.name AS tname, count(f) AS n"
+	qMembers       = "MATCH (t:Tag {key: $key})<-[:TAGGED]-(f:File) RETURN f.id AS fid"
+	qHasTag        = "UNWIND $rows AS k MATCH (f:File {key: k})-[:TAGGED]->(t:Tag {key: $tkey}) RETURN f.id AS fid"
 	qTaggedFiles   = "MATCH (f:File {vol: $vol, tagged: true}) RETURN f.id AS fid, f.name AS fname"
 	qCountTagged   = "MATCH (f:File {vol: $vol, tagged: true}) RETURN count(f) AS n"
 	qNames         = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.id AS fid, f.name AS fname, f.tagged AS tagged"
 	qLockTag       = "MATCH (t:Tag {key: $key}) SET t.vol = $vol RETURN t.name AS tname"
-	qCountTag      = "MATCH (f:File)-[:TAGGED]->(t:Tag {key: $key}) RETURN count(f) AS n"
+	qCountTag      = "MATCH (t:Tag {key: $key})<-[:TAGGED]-(f:File) RETURN count(f) AS n"
 	qDeleteTag     = "MATCH (t:Tag {key: $key}) DETACH DELETE t"
 	qCreateTag     = "MERGE (t:Tag {key: $key}) SET t.vol = $vol, t.name = $name"
 	qCoEdges       = "UNWIND $rows AS p MATCH (a:File {key: p.a})-[r:CO]->(b:File {key: p.b}) RETURN a.key AS akey, b.key AS bkey, r.w AS w, r.at AS at"
@@ -425,7 +472,20 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 	for i, k := range keys {
 		ensure[i] = map[string]any{"key": k, "id": byKey[k].id}
 	}
-	if err := s.ensureFiles(ctx, "update", ensure); err != nil {
+	// Every added tag exists afterwards, even if a later change of the
+	// batch removed it again (as if the changes were applied one by one).
+	var tags []map[string]any
+	seenTag := map[string]bool{}
+	for _, ch := range changes {
+		for _, tg := range ch.Add {
+			if !seenTag[tg] {
+				seenTag[tg] = true
+				tags = append(tags, map[string]any{"key": s.tagKey(tg), "name": tg})
+			}
+		}
+	}
+	sort.Slice(tags, func(i, j int) bool { return tags[i]["key"].(string) < tags[j]["key"].(string) })
+	if err := s.ensureNodes(ctx, "update", ensure, tags); err != nil {
 		return err
 	}
 	return s.run(ctx, "update", true, func(t *tx) error {
@@ -471,8 +531,6 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 				names[k] = ch.File.Name
 			}
 		}
-		var newTags []map[string]any
-		seenTag := map[string]bool{}
 		var add, del []map[string]any
 		var set []map[string]any
 		var untagged []string
@@ -481,10 +539,6 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 			for _, tg := range final[k] {
 				now[tg] = true
 				if !before[k][tg] {
-					if !seenTag[tg] {
-						seenTag[tg] = true
-						newTags = append(newTags, map[string]any{"key": s.tagKey(tg), "name": tg})
-					}
 					add = append(add, map[string]any{"f": k, "t": s.tagKey(tg)})
 				}
 			}
@@ -498,15 +552,15 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 				untagged = append(untagged, k)
 			}
 		}
-		sort.Slice(newTags, func(i, j int) bool { return newTags[i]["key"].(string) < newTags[j]["key"].(string) })
-		if err := exec(t, qMergeTags, newTags); err != nil {
-			return err
-		}
 		if err := exec(t, qDelTagged, del); err != nil {
 			return err
 		}
-		if err := exec(t, qAddTagged, add); err != nil {
+		added := 0
+		if err := each(t, qAddTagged, add, func(*neo4j.Record) error { added++; return nil }); err != nil {
 			return err
+		}
+		if added != len(add) {
+			return fmt.Errorf("tagged %d of %d: a file or tag was deleted concurrently", added, len(add))
 		}
 		if err := exec(t, qSetFiles, set); err != nil {
 			return err
@@ -515,10 +569,15 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 	})
 }
 
-// ensureFiles creates the missing file nodes, in a transaction of its own
-// (see the NornicDB notes above the statements).
-func (s *Store) ensureFiles(ctx context.Context, op string, rows []map[string]any) error {
-	return s.run(ctx, op+" (create file nodes)", true, func(t *tx) error { return exec(t, qEnsureFiles, rows) })
+// ensureNodes creates the missing file and tag nodes, in a transaction of
+// its own (see the NornicDB notes above the statements).
+func (s *Store) ensureNodes(ctx context.Context, op string, files, tags []map[string]any) error {
+	return s.run(ctx, op+" (create nodes)", true, func(t *tx) error {
+		if err := exec(t, qEnsureFiles, files); err != nil {
+			return err
+		}
+		return exec(t, qMergeTags, tags)
+	})
 }
 
 // lockFiles writes to the nodes of keys (sorted) so that the transaction
@@ -565,7 +624,7 @@ func sortedSet(m map[string]bool) []string {
 	return out
 }
 
-// Forget deletes files and their edges.
+// Forget deletes files and their edges, in transactions of up to 200 files.
 func (s *Store) Forget(ctx context.Context, ids []graph.FileID) error {
 	if len(ids) == 0 {
 		return nil
@@ -575,8 +634,22 @@ func (s *Store) Forget(ctx context.Context, ids []graph.FileID) error {
 		keys[i] = s.fileKey(id)
 	}
 	sort.Strings(keys)
-	return s.run(ctx, "forget", true, func(t *tx) error { return exec(t, qDeleteFiles, keys) })
+	// Deleting a node deletes its edges too, which adds up: a few hundred
+	// files per transaction keep NornicDB (Badger) below its transaction
+	// size limit. Forgetting is idempotent, so a failure part way is
+	// repaired by forgetting again.
+	for len(keys) > 0 {
+		chunk := keys[:min(len(keys), deleteChunk)]
+		keys = keys[len(chunk):]
+		if err := s.run(ctx, "forget", true, func(t *tx) error { return exec(t, qDeleteFiles, chunk) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// deleteChunk is how many nodes one transaction deletes, edges included.
+const deleteChunk = 200
 
 // CreateTag makes tag exist.
 func (s *Store) CreateTag(ctx context.Context, tag string) error {
@@ -673,7 +746,7 @@ func (s *Store) files(t *tx, tags []string) ([]graph.File, error) {
 		return nil, errors.New("no tags given")
 	}
 	want := sortedSet(setOf(tags))
-	recs, err := t.query(qTagsExist, map[string]any{"keys": s.tagKeys(want)})
+	recs, err := t.query(qTagsExist, map[string]any{"rows": s.tagKeys(want)})
 	if err != nil {
 		return nil, err
 	}
@@ -686,7 +759,7 @@ func (s *Store) files(t *tx, tags []string) ([]graph.File, error) {
 			return nil, fmt.Errorf("%q: %w", tg, graph.ErrNoTag)
 		}
 	}
-	recs, err = t.query(qPostings, map[string]any{"keys": s.tagKeys(want)})
+	recs, err = t.query(qPostings, map[string]any{"rows": s.tagKeys(want)})
 	if err != nil {
 		return nil, err
 	}
@@ -785,7 +858,7 @@ func (s *Store) Query(ctx context.Context, e graph.Expr) ([]graph.File, error) {
 			bits logic.Bits
 		}
 		cands := map[graph.FileID]*cand{}
-		recs, err := t.query(qPostings, map[string]any{"keys": s.tagKeys(m.Tags)})
+		recs, err := t.query(qPostings, map[string]any{"rows": s.tagKeys(m.Tags)})
 		if err != nil {
 			return err
 		}
@@ -829,7 +902,10 @@ func (s *Store) Query(ctx context.Context, e graph.Expr) ([]graph.File, error) {
 	return out, err
 }
 
-// Related ranks the files sharing tags with id (sum of log(1+N/df)).
+// Related ranks the files sharing tags with id (sum of log(1+N/df)). It
+// reads the rarest tags' members first and stops reading whole tags once the
+// rest cannot change the top limit (logic.RankRelated): a tag on every file
+// is then only checked against a few candidates.
 func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]graph.Scored, error) {
 	var out []graph.Scored
 	err := s.run(ctx, "related", false, func(t *tx) error {
@@ -838,11 +914,10 @@ func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]grap
 		if err != nil || len(recs) == 0 {
 			return err
 		}
-		var tags []string
+		var names []string
 		for _, r := range recs {
-			tags = append(tags, getString(r, "tname"))
+			names = append(names, getString(r, "tname"))
 		}
-		sort.Strings(tags)
 		recs, err = t.query(qCountTagged, nil)
 		if err != nil {
 			return err
@@ -853,29 +928,61 @@ func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]grap
 				return err
 			}
 		}
-		recs, err = t.query(qPostingIDs, map[string]any{"keys": s.tagKeys(tags)})
+		recs, err = t.query(qTagDF, map[string]any{"rows": s.tagKeys(names)})
 		if err != nil {
 			return err
 		}
-		postings := map[string][]graph.FileID{}
+		var tags []logic.TagDF
 		for _, r := range recs {
-			f, err := getID(r, "fid")
+			df, err := getInt(r, "n")
 			if err != nil {
 				return err
 			}
-			tg := getString(r, "tname")
-			postings[tg] = append(postings[tg], f)
+			tags = append(tags, logic.TagDF{Name: getString(r, "tname"), DF: int(df)})
 		}
-		scores := map[graph.FileID]float64{}
-		for _, tg := range tags {
-			w := logic.IDF(int(n), len(postings[tg]))
-			for _, f := range postings[tg] {
-				if f != id {
-					scores[f] += w
+		ids := func(recs []*neo4j.Record) ([]graph.FileID, error) {
+			out := make([]graph.FileID, 0, len(recs))
+			for _, r := range recs {
+				f, err := getID(r, "fid")
+				if err != nil {
+					return nil, err
 				}
+				out = append(out, f)
 			}
+			return out, nil
 		}
-		out = logic.Top(scores, limit)
+		members := func(tag string) ([]graph.FileID, error) {
+			recs, err := t.query(qMembers, map[string]any{"key": s.tagKey(tag)})
+			if err != nil {
+				return nil, err
+			}
+			return ids(recs)
+		}
+		having := func(tag string, cands []graph.FileID) ([]graph.FileID, error) {
+			var out []graph.FileID
+			for len(cands) > 0 {
+				chunk := cands[:min(len(cands), s.opts.BatchRows)]
+				cands = cands[len(chunk):]
+				keys := make([]any, len(chunk))
+				for i, c := range chunk {
+					keys[i] = s.fileKey(c)
+				}
+				recs, err := t.query(qHasTag, map[string]any{"rows": keys, "tkey": s.tagKey(tag)})
+				if err != nil {
+					return nil, err
+				}
+				got, err := ids(recs)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, got...)
+			}
+			return out, nil
+		}
+		out, err = logic.RankRelated(id, int(n), tags, limit, members, having)
+		if err != nil {
+			return err
+		}
 		return s.fillNames(t, out)
 	})
 	return out, err
@@ -967,9 +1074,7 @@ func (s *Store) AddCoAccess(ctx context.Context, edges []graph.CoAccess) error {
 	for i, l := range lock {
 		lockKeys[i] = l["key"].(string)
 	}
-	s.coMu.Lock()
-	defer s.coMu.Unlock()
-	if err := s.ensureFiles(ctx, "add co-access", lock); err != nil {
+	if err := s.ensureNodes(ctx, "add co-access", lock, nil); err != nil {
 		return err
 	}
 	return s.run(ctx, "add co-access", true, func(t *tx) error {
@@ -1068,7 +1173,7 @@ func (s *Store) DropVolume(ctx context.Context) error {
 			return err
 		}
 		for len(keys) > 0 {
-			n := min(len(keys), s.opts.BatchRows)
+			n := min(len(keys), deleteChunk)
 			chunk := keys[:n]
 			if err := s.run(ctx, "drop volume", true, func(t *tx) error { return exec(t, q.del, chunk) }); err != nil {
 				return err

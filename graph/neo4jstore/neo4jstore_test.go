@@ -73,7 +73,7 @@ func openStore(t testing.TB, opts Options) *Store {
 
 func TestSuite(t *testing.T) {
 	testServer(t)
-	graphtest.Run(t, func(t *testing.T) graph.Store { return openStore(t, Options{BatchRows: 500}) })
+	graphtest.Run(t, func(t *testing.T) graph.Store { return openStore(t, Options{BatchRows: 500, Timeout: 5 * time.Minute}) })
 }
 
 func TestVolumesAreSeparate(t *testing.T) {

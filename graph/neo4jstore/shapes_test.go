@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -21,10 +25,21 @@ func TestShapes(t *testing.T) {
 	k := s.fileKey
 	tk := s.tagKey
 
+	// Every statement of the store must be run here at least once.
+	used := map[string]bool{}
+	defer func() {
+		for name, q := range storeStatements(t) {
+			if !used[q] {
+				t.Errorf("statement %s is not checked by TestShapes: %s", name, q)
+			}
+		}
+	}()
+
 	// run runs one statement in its own write transaction and returns the
 	// rows as sorted "col=value ..." strings.
 	run := func(q string, params map[string]any) []string {
 		t.Helper()
+		used[q] = true
 		var rows []string
 		err := s.run(ctx, "shape", true, func(tx *tx) error {
 			recs, err := tx.query(q, params)
@@ -86,13 +101,16 @@ func TestShapes(t *testing.T) {
 	check(qFileState, keys(k(1), k(2)), "fkey="+k(1)+" fname=one", "fkey="+k(2)+" fname=två")
 	check(qMergeTags, rows(row("key", tk("x"), "name", "x"), row("key", tk("y y"), "name", "y y"), row("key", tk("x"), "name", "x")))
 	check(qTagNames, nil, "tname=x", "tname=y y")
-	check(qAddTagged, rows(row("f", k(1), "t", tk("x")), row("f", k(1), "t", tk("y y")), row("f", k(2), "t", tk("x")), row("f", k(2), "t", tk("x")), row("f", k(graph.FileID(big)), "t", tk("x"))))
+	check(qAddTagged, rows(row("f", k(1), "t", tk("x")), row("f", k(1), "t", tk("y y")), row("f", k(2), "t", tk("x")), row("f", k(2), "t", tk("x")), row("f", k(graph.FileID(big)), "t", tk("x")), row("f", k(1), "t", tk("nope"))),
+		"fkey="+k(1), "fkey="+k(1), "fkey="+k(2), "fkey="+k(2), "fkey="+k(graph.FileID(big)))
 	check(qFileTags, keys(k(1), k(2), k(3)), "fkey="+k(1)+" tname=x", "fkey="+k(1)+" tname=y y", "fkey="+k(2)+" tname=x")
 	check(qTagCounts, nil, "tname=x n=3", "tname=y y n=1")
 	check(qTagsOf, map[string]any{"key": k(1)}, "tname=x", "tname=y y")
-	check(qTagsExist, map[string]any{"keys": []any{tk("x"), tk("nope")}}, "tname=x")
-	check(qPostings, map[string]any{"keys": []any{tk("y y"), tk("nope")}}, "fid=1 fname=one tname=y y")
-	check(qPostingIDs, map[string]any{"keys": []any{tk("x")}}, "fid=1 tname=x", "fid=2 tname=x", fmt.Sprintf("fid=%d tname=x", big))
+	check(qTagsExist, map[string]any{"rows": []any{tk("x"), tk("nope")}}, "tname=x")
+	check(qPostings, map[string]any{"rows": []any{tk("y y"), tk("nope")}}, "fid=1 fname=one tname=y y")
+	check(qTagDF, map[string]any{"rows": []any{tk("x"), tk("y y"), tk("nope")}}, "tname=x n=3", "tname=y y n=1")
+	check(qMembers, map[string]any{"key": tk("x")}, "fid=1", "fid=2", fmt.Sprintf("fid=%d", big))
+	check(qHasTag, map[string]any{"rows": []any{k(1), k(2), k(3), k(99)}, "tkey": tk("y y")}, "fid=1")
 	check(qTaggedFiles, nil, "fid=1 fname=one", "fid=2 fname=två", fmt.Sprintf("fid=%d fname=big", big))
 	check(qCountTagged, nil, "n=3")
 	check(qNames, keys(k(1), k(3)), "fid=1 fname=one tagged=true", "fid=3 fname= tagged=false")
@@ -126,6 +144,7 @@ func TestShapes(t *testing.T) {
 	// The statements of one Update, in one transaction, on nodes the
 	// transaction creates.
 	check(qEnsureFiles, rows(row("key", k(10), "id", int64(10)), row("key", k(11), "id", int64(11))))
+	check(qMergeTags, rows(row("key", tk("new"), "name", "new")))
 	err := s.run(ctx, "one transaction", true, func(tx *tx) error {
 		steps := []struct {
 			q      string
@@ -133,17 +152,17 @@ func TestShapes(t *testing.T) {
 			want   int
 		}{
 			{qLockFiles, keys(k(10), k(11)), 2},
-			{qMergeTags, rows(row("key", tk("new"), "name", "new")), 0},
-			{qAddTagged, rows(row("f", k(10), "t", tk("new")), row("f", k(11), "t", tk("new")), row("f", k(10), "t", tk("x"))), 0},
+			{qAddTagged, rows(row("f", k(10), "t", tk("new")), row("f", k(11), "t", tk("new")), row("f", k(10), "t", tk("x"))), 3},
 			{qSetFiles, rows(row("key", k(10), "name", "ten", "tagged", true), row("key", k(11), "name", "eleven", "tagged", true)), 0},
 			{qFileTags, keys(k(10), k(11)), 3},
-			{qPostings, map[string]any{"keys": []any{tk("new")}}, 2},
+			{qPostings, map[string]any{"rows": []any{tk("new")}}, 2},
 			{qSetCo, rows(row("a", k(10), "b", k(11), "w", 1.0, "at", int64(5)), row("a", k(11), "b", k(10), "w", 1.0, "at", int64(5))), 0},
 			{qCoOf, map[string]any{"key": k(10)}, 1},
 			{qDelTagged, rows(row("f", k(11), "t", tk("new"))), 0},
 			{qFileTags, keys(k(10), k(11)), 2},
 		}
 		for _, st := range steps {
+			used[st.q] = true
 			recs, err := tx.query(st.q, st.params)
 			if err != nil {
 				return fmt.Errorf("%s: %w", st.q, err)
@@ -172,6 +191,7 @@ func TestShapes(t *testing.T) {
 			{qSetFiles, rows(row("key", k(10), "name", "", "tagged", false))},
 			{qDeleteFiles, keys(k(10))},
 		} {
+			used[q.q] = true
 			if _, err := tx.query(q.q, q.params); err != nil {
 				return err
 			}
@@ -182,9 +202,16 @@ func TestShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(qFileState, keys(k(10), k(11)), "fkey="+k(11)+" fname=eleven")
-	check(qPostings, map[string]any{"keys": []any{tk("new"), tk("x")}}, "fid=1 fname=one tname=x", fmt.Sprintf("fid=%d fname=big tname=x", big))
+	check(qPostings, map[string]any{"rows": []any{tk("new"), tk("x")}}, "fid=1 fname=one tname=x", fmt.Sprintf("fid=%d fname=big tname=x", big))
 	check(qCoOf, map[string]any{"key": k(11)})
 	check(qDeleteFiles, keys(k(11)))
+	check(qDeleteTagKeys, keys(tk("new")))
+
+	// A deleted tag comes back (created in a transaction of its own).
+	check(qMergeTags, rows(row("key", tk("new"), "name", "new")))
+	check(qAddTagged, rows(row("f", k(1), "t", tk("new"))), "fkey="+k(1))
+	check(qPostings, map[string]any{"rows": []any{tk("new")}}, "fid=1 fname=one tname=new")
+	check(qDelTagged, rows(row("f", k(1), "t", tk("new"))))
 	check(qDeleteTagKeys, keys(tk("new")))
 
 	// A failed transaction leaves nothing behind.
@@ -210,4 +237,40 @@ func TestShapes(t *testing.T) {
 	}); err != nil || n != 0 {
 		t.Errorf("another volume sees %d tags (%v)", n, err)
 	}
+}
+
+// storeStatements finds the statement constants (named q...) in the
+// package's source.
+func storeStatements(t *testing.T) map[string]string {
+	t.Helper()
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "neo4jstore.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range g.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || !strings.HasPrefix(name.Name, "q") || lit.Kind != token.STRING {
+					continue
+				}
+				q, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[name.Name] = q
+			}
+		}
+	}
+	if len(out) < 20 {
+		t.Fatalf("found only %d statements in neo4jstore.go", len(out))
+	}
+	return out
 }
