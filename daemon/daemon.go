@@ -375,6 +375,14 @@ func (d *Daemon) shutdown() error {
 	if d.met != nil {
 		_ = d.met.Close(ctx)
 	}
+	if d.tags != nil {
+		// Land queued index changes before the writer stops.
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := d.tags.svc.Sync(sctx); err != nil {
+			d.log.Warn("index changes left unapplied; 'disgrafs reindex' repairs the index", "pending", d.tags.svc.Pending(), "error", err)
+		}
+		scancel()
+	}
 	d.stopBg()
 	err := d.vol.Close()
 	if d.tags != nil {

@@ -129,7 +129,7 @@ func (fs *FS) tagByLink(ctx *reqContext, in *fuse.LinkIn, name string, out *fuse
 	if _, err := fs.tags.svc.Modify(tctx, in.Oldnodeid, v.tags, nil); err != nil {
 		return fs.tags.errno("tag", err)
 	}
-	fs.tags.changed()
+	fs.tags.sync(tctx)
 	return fs.replyEntry(ctx, e, out)
 }
 
@@ -163,7 +163,7 @@ func (fs *FS) untag(h *fuse.InHeader, name string) fuse.Status {
 	if _, err := fs.tags.svc.Modify(tctx, ino, nil, v.tags[len(v.tags)-1:]); err != nil {
 		return fs.tags.errno("untag", err)
 	}
-	fs.tags.changed()
+	fs.tags.sync(tctx)
 	return fuse.OK
 }
 
@@ -206,7 +206,7 @@ func (fs *FS) retag(in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	if _, err := fs.tags.svc.Modify(tctx, ino, to.tags, remove); err != nil {
 		return fs.tags.errno("retag", err)
 	}
-	fs.tags.changed()
+	fs.tags.sync(tctx)
 	return fuse.OK
 }
 
@@ -246,8 +246,18 @@ func (fs *FS) setTagsXattr(ctx *reqContext, in *fuse.SetXAttrIn, data []byte) fu
 	if err := fs.tags.svc.Set(tctx, in.NodeId, tags); err != nil {
 		return fs.tags.errno("setxattr", err)
 	}
-	fs.tags.changed()
+	fs.tags.sync(tctx)
 	return fuse.OK
+}
+
+// sync waits (bounded by ctx) until a tag change has reached the index, so
+// that the next listing shows it. The xattr is already written: when the
+// index is slow or down, the change lands later and nothing is lost.
+func (t *tagTree) sync(ctx context.Context) {
+	if err := t.svc.Sync(ctx); err != nil {
+		t.log.Debug("tag change not yet in the index", "error", err)
+	}
+	t.changed()
 }
 
 // TagsChanged makes the virtual directories list afresh (after a reindex).

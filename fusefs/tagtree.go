@@ -234,7 +234,7 @@ func (t *tagTree) tagDir(tags []string) *vnode {
 func (t *tagTree) getListing(v *vnode) (*listing, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	gen := t.gen.Load()
+	gen := t.gen.Load() + t.svc.Generation()
 	if v.list != nil && v.listGen == gen && time.Since(v.listAt) < listingTTL {
 		return v.list, nil
 	}

@@ -55,6 +55,7 @@ type Service struct {
 	// nanoseconds); until then calls fail at once instead of waiting out
 	// their timeout, and Run probes it.
 	downUntil atomic.Int64
+	flushed   atomic.Uint64 // batches applied, for listings to notice
 
 	kmu   sync.RWMutex
 	known map[uint64]struct{} // files this node knows to be tagged
@@ -299,27 +300,17 @@ func (s *Service) Removed(ids ...uint64) {
 	}
 }
 
+// apply queues an index change; the background writer applies queued changes
+// in batches. One change per transaction would cost a posting-list rewrite
+// per file (tagging a 100,000-file dataset slowed to under 60 files/s); in
+// batches it is a rewrite per batch.
 func (s *Service) apply(c graph.Change) {
-	s.mu.Lock()
-	queued := len(s.pending) > 0
-	s.mu.Unlock()
-	if !queued && s.Available() {
-		ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-		err := s.store.Update(ctx, []graph.Change{c})
-		cancel()
-		if err == nil {
-			return
-		}
-		s.Failed(err)
-		s.stats.IndexErrors.Add(1)
-		s.log.Warn("index update failed; queued for retry", "ino", c.File.ID, "error", err)
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if len(s.pending) >= maxPending {
 		s.dropped.Add(1)
 		if s.dropped.Load() == 1 {
-			s.log.Error("index retry queue full: dropping changes; run 'disgrafs reindex' when the graph is back")
+			s.log.Error("index queue full: dropping changes; run 'disgrafs reindex' when the graph is back")
 		}
 		return
 	}
@@ -330,6 +321,34 @@ func (s *Service) apply(c graph.Change) {
 	default:
 	}
 }
+
+// Sync waits until every queued index change has been applied (so that a tag
+// directory lists what was just tagged), or returns the reason it cannot.
+func (s *Service) Sync(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		n := len(s.pending)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		if err := s.Check(); err != nil {
+			return err
+		}
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// Generation changes every time queued changes reach the index.
+func (s *Service) Generation() uint64 { return s.flushed.Load() }
 
 // Pending reports how many index changes wait for the graph.
 func (s *Service) Pending() int {
@@ -348,14 +367,14 @@ func (s *Service) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 		case <-s.wake:
-			// Give the graph a moment before hammering it again.
+			// Let concurrent changes gather into one batch.
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(500 * time.Millisecond):
+			case <-time.After(2 * time.Millisecond):
 			}
 		}
-		if !s.Available() || s.Pending() > 0 {
+		if !s.Available() {
 			pctx, cancel := context.WithTimeout(ctx, s.timeout)
 			err := s.store.Ping(pctx)
 			cancel()
@@ -368,16 +387,19 @@ func (s *Service) Run(ctx context.Context) {
 			}
 			s.downUntil.Store(0)
 		}
-		s.flushPending(ctx)
+		if err := s.flushPending(ctx); err != nil {
+			s.stats.IndexErrors.Add(1)
+			s.log.Warn("index update failed; retrying", "pending", s.Pending(), "error", err)
+		}
 	}
 }
 
-func (s *Service) flushPending(ctx context.Context) {
+func (s *Service) flushPending(ctx context.Context) error {
 	s.mu.Lock()
 	batch := slices.Clone(s.pending)
 	s.mu.Unlock()
 	if len(batch) == 0 {
-		return
+		return nil
 	}
 	for len(batch) > 0 {
 		n := min(len(batch), s.batch)
@@ -386,15 +408,16 @@ func (s *Service) flushPending(ctx context.Context) {
 		cancel()
 		if err != nil {
 			s.Failed(err)
-			return
+			return err
 		}
 		s.mu.Lock()
 		s.pending = s.pending[n:]
 		s.stats.IndexPending.Store(int64(len(s.pending)))
 		s.mu.Unlock()
+		s.flushed.Add(1)
 		batch = batch[n:]
 	}
-	s.log.Info("index caught up with queued tag changes")
+	return nil
 }
 
 // badTag marks a validation error as the caller's fault (graph.ErrBadTag).
