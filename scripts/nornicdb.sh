@@ -7,10 +7,18 @@
 #   scripts/nornicdb.sh start DIR PORT_BOLT PORT_HTTP PASSWORD  start on 127.0.0.1, print the pid
 #   scripts/nornicdb.sh stop DIR                               stop the server started in DIR
 #
-# The server runs with a fresh data directory DIR/data, user "admin". Its log is
-# DIR/nornicdb.log and its pid DIR/nornicdb.pid. The build lives in a module of
-# its own under the cache directory, never inside the repository, so its many
-# dependencies stay out of our go.mod.
+# The server runs with a fresh data directory DIR/data, user "admin"; PASSWORD
+# needs 8 characters at least (NornicDB ignores a shorter one, and then no
+# login works). Its log is DIR/nornicdb.log and its pid DIR/nornicdb.pid. The
+# build (about 3 minutes cold) lives in a module of its own under the cache
+# directory, never inside the repository, so its many dependencies stay out of
+# our go.mod. For the tests:
+#
+#   scripts/nornicdb.sh start "$work/nornicdb" 17687 17474 disgrafs-test
+#   export DISGRAFS_TEST_BOLT=bolt://127.0.0.1:17687
+#   export DISGRAFS_TEST_BOLT_USER=admin DISGRAFS_TEST_BOLT_PASSWORD=disgrafs-test
+#   ...
+#   scripts/nornicdb.sh stop "$work/nornicdb"
 set -euo pipefail
 
 VERSION=v1.2.0
@@ -65,6 +73,9 @@ start() {
   echo "$pid" >"$dir/nornicdb.pid"
   for _ in $(seq 300); do
     if curl -sf "http://127.0.0.1:$http/health" >/dev/null 2>&1; then
+      # Make sure it is ours answering, not another server on that port.
+      sleep 0.2
+      kill -0 "$pid" 2>/dev/null || die "port $http answers but our server exited (log: $dir/nornicdb.log)"
       echo "$pid"
       return
     fi
