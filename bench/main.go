@@ -21,6 +21,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,15 +42,44 @@ type config struct {
 	smallDirs    int
 	smallMinKiB  int
 	smallMaxKiB  int
+	chunkFiles   int
 	seed         uint64
 	disgrafsArgs []string
 	juicefsArgs  []string
+	variants     []variant
 	keep         bool
 	mountTimeout time.Duration
 	commandLine  string
 }
 
-var allTargets = []string{targetDisgrafs, targetJuiceFS, targetNative}
+// knownTargets are the targets -targets may name; variants come on top.
+func knownTargets() []string { return []string{targetDisgrafs, targetJuiceFS, targetNative} }
+
+// variant is one more disgrafs target: the same volume kind mounted by another
+// binary or with other flags, measured beside the rest (for attributing a
+// difference within one run rather than across noisy runs).
+type variant struct {
+	name string   // the target is "disgrafs-" + name
+	bin  string   // empty: the -disgrafs binary
+	args []string // appended to -disgrafs-args
+}
+
+func (v variant) target() string { return targetDisgrafs + "-" + v.name }
+
+var validVariantName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
+// parseVariant reads NAME[@BINARY]=ARGS.
+func parseVariant(s string) (variant, error) {
+	head, args, ok := strings.Cut(s, "=")
+	if !ok {
+		return variant{}, fmt.Errorf("-variant %q: want NAME[@BINARY]=ARGS", s)
+	}
+	name, bin, _ := strings.Cut(head, "@")
+	if !validVariantName.MatchString(name) {
+		return variant{}, fmt.Errorf("-variant %q: name must be 1-32 of a-z, 0-9 and '-'", s)
+	}
+	return variant{name: name, bin: bin, args: strings.Fields(args)}, nil
+}
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	c := &config{}
@@ -59,7 +90,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.out, "out", "", "also write the markdown report to this file")
 	fs.StringVar(&c.disgrafsBin, "disgrafs", "bin/disgrafs", "disgrafs binary (copied into the work directory at start)")
 	fs.StringVar(&c.juicefsBin, "juicefs", "/var/tmp/bench/juicefs", "juicefs CLI binary (v1.4.1, built by scripts/build-juicefs-peer.sh)")
-	fs.StringVar(&targets, "targets", strings.Join(allTargets, ","), "comma-separated targets to measure")
+	fs.StringVar(&targets, "targets", strings.Join(knownTargets(), ","), "comma-separated targets to measure")
+	fs.Func("variant", "add a target `NAME[@BINARY]=ARGS`: disgrafs mounted by BINARY (default: -disgrafs) with ARGS added, reported as disgrafs-NAME (repeatable), e.g. -variant 'notags=--no-tags'", func(v string) error {
+		vr, err := parseVariant(v)
+		if err != nil {
+			return err
+		}
+		c.variants = append(c.variants, vr)
+		return nil
+	})
 	fs.IntVar(&c.runs, "runs", 3, "repetitions of every measurement (the report gives medians)")
 	fs.IntVar(&c.largeMiB, "large-mib", 1024, "size of the large file in MiB")
 	fs.IntVar(&c.ioKiB, "io-kib", 1024, "size of each read and write call on the large file, KiB")
@@ -67,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.smallDirs, "small-dirs", 20, "directories the small files are spread over")
 	fs.IntVar(&c.smallMinKiB, "small-min-kib", 4, "smallest small file, KiB")
 	fs.IntVar(&c.smallMaxKiB, "small-max-kib", 64, "largest small file, KiB")
+	fs.IntVar(&c.chunkFiles, "chunk-files", 500, "small files each target handles before the next target's turn (the targets take turns chunk by chunk)")
 	fs.Uint64Var(&c.seed, "seed", 1, "seed of the file sizes and contents")
 	fs.StringVar(&dgArgs, "disgrafs-args", "", "extra flags for 'disgrafs mount' (space separated), e.g. for experiments with FUSE options")
 	fs.StringVar(&jfsArgs, "juicefs-args", "", "extra flags for 'juicefs mount' (space separated)")
@@ -88,13 +128,26 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if t == "" {
 			continue
 		}
-		if !contains(allTargets, t) {
-			return nil, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(allTargets, ", "))
+		if !contains(knownTargets(), t) {
+			return nil, fmt.Errorf("-targets: unknown target %q (known: %s)", t, strings.Join(knownTargets(), ", "))
 		}
 		if !seen[t] {
 			c.targets = append(c.targets, t)
 			seen[t] = true
 		}
+	}
+	// Variants follow disgrafs in every table.
+	at := 0
+	if i := slices.Index(c.targets, targetDisgrafs); i >= 0 {
+		at = i + 1
+	}
+	for _, v := range c.variants {
+		if seen[v.target()] {
+			return nil, fmt.Errorf("-variant %s given twice", v.name)
+		}
+		seen[v.target()] = true
+		c.targets = slices.Insert(c.targets, at, v.target())
+		at++
 	}
 	switch {
 	case len(c.targets) == 0:
@@ -105,6 +158,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("-large-mib must be at least 1")
 	case c.ioKiB < 4 || c.ioKiB > 64<<10:
 		return nil, errors.New("-io-kib must be between 4 and 65536")
+	case c.chunkFiles < 1:
+		return nil, errors.New("-chunk-files must be at least 1")
 	case c.smallFiles < 1 || c.smallDirs < 1:
 		return nil, errors.New("-small-files and -small-dirs must be at least 1")
 	case c.smallMinKiB < 1 || c.smallMaxKiB < c.smallMinKiB:
@@ -151,6 +206,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	// A closed log pipe (tee killed by Ctrl-C) must not kill us before we unmount.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go handleSignals(cancel, done)
@@ -252,6 +309,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	info.duration = time.Since(started)
+	info.loadEnd = firstLine("/proc/loadavg")
 	report := renderReport(cfg, info, res)
 	if _, err := io.WriteString(stdout, report); err != nil {
 		return fmt.Errorf("write the report: %w", err)

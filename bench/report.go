@@ -20,6 +20,7 @@ type runInfo struct {
 	cpuModel     string
 	memory       string
 	loadStart    string
+	loadEnd      string
 	filesystem   string
 	goVersion    string
 	workDir      string
@@ -161,10 +162,10 @@ func renderReport(cfg *config, info *runInfo, res *results) string {
 
 	p("## disgrafs benchmark, %s\n\n", info.date.Format("2006-01-02 15:04 MST"))
 	p("- command: `%s`\n", cfg.commandLine)
-	p("- machine: %d CPUs (%s), %s RAM, kernel %s, load average at start %s\n", info.nproc, info.cpuModel, info.memory, info.kernel, info.loadStart)
+	p("- machine: %d CPUs (%s), %s RAM, kernel %s, load average at start %s, at end %s\n", info.nproc, info.cpuModel, info.memory, info.kernel, info.loadStart, info.loadEnd)
 	p("- work directory: %s, %s\n", info.workDir, info.filesystem)
 	p("- bench built with %s; duration %s\n", info.goVersion, info.duration.Round(time.Second))
-	p("- %d run(s) per measurement, targets interleaved and their order rotated every run; values are medians\n", cfg.runs)
+	p("- %d run(s) per measurement; values are medians. The large file is measured one target after the other (order rotated every run); the small files in chunks of %d files, the targets taking turns chunk by chunk (order rotated every chunk), so that background load falls on all targets alike. While a target is measured, the other daemons' threads run at nice 19 in the idle I/O class, so that background work a daemon does after its turn (JuiceFS's jobs, disgrafs's auto-tagger) is not charged to another target\n", cfg.runs, cfg.chunkFiles)
 	p("- large file: %d MiB written and read with %d KiB calls; small files: %d files of %d-%d KiB (uniform random sizes, seed %d) in %d directories, read in the order written\n",
 		cfg.largeMiB, cfg.ioKiB, cfg.smallFiles, cfg.smallMinKiB, cfg.smallMaxKiB, cfg.seed, cfg.smallDirs)
 	p("- every byte read is compared with what was written; `sync` before every measurement, `echo 3 > /proc/sys/vm/drop_caches` before every cold read\n")
@@ -175,19 +176,34 @@ func renderReport(cfg *config, info *runInfo, res *results) string {
 	}
 	p("\n")
 
+	isDisgrafs := func(t string) bool { return t == targetDisgrafs || strings.HasPrefix(t, targetDisgrafs+"-") }
 	p("### Summary (medians)\n\n")
-	p("| workload | unit | disgrafs | juicefs | native | disgrafs/juicefs | disgrafs/native | bar (>= 0.9 of juicefs) |\n")
-	p("|---|---|--:|--:|--:|--:|--:|---|\n")
+	p("| workload | unit |")
+	for _, t := range cfg.targets {
+		p(" %s |", t)
+	}
+	p(" disgrafs/juicefs | disgrafs/native | bar (>= 0.9 of juicefs) |")
+	for _, v := range cfg.variants {
+		p(" %s/juicefs |", v.target())
+	}
+	p("\n|---|---|%s--:|--:|---|%s\n", strings.Repeat("--:|", len(cfg.targets)), strings.Repeat("--:|", len(cfg.variants)))
 	for _, w := range ws {
 		d := statsOf(res.get(w.key, targetDisgrafs))
 		j := statsOf(res.get(w.key, targetJuiceFS))
 		n := statsOf(res.get(w.key, targetNative))
-		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", w.title, w.unit, cell(d), cell(j), cell(n), ratio(d, j), ratio(d, n), verdict(d, j))
+		p("| %s | %s |", w.title, w.unit)
+		for _, t := range cfg.targets {
+			p(" %s |", cell(statsOf(res.get(w.key, t))))
+		}
+		p(" %s | %s | %s |", ratio(d, j), ratio(d, n), verdict(d, j))
+		for _, v := range cfg.variants {
+			p(" %s |", ratio(statsOf(res.get(w.key, v.target())), j))
+		}
+		p("\n")
 	}
 	p("\n")
 
 	for _, w := range ws {
-		d := statsOf(res.get(w.key, targetDisgrafs))
 		j := statsOf(res.get(w.key, targetJuiceFS))
 		n := statsOf(res.get(w.key, targetNative))
 		p("### %s\n\n", w.title)
@@ -203,9 +219,10 @@ func renderReport(cfg *config, info *runInfo, res *results) string {
 			if t != targetNative && s.ok {
 				cpu = fmt.Sprintf("%.2f", s.cpu)
 			}
+			// Every disgrafs row (variants too) gets its own ratios.
 			rj, rn := "", ""
-			if t == targetDisgrafs {
-				rj, rn = ratio(d, j), ratio(d, n)
+			if isDisgrafs(t) {
+				rj, rn = ratio(s, j), ratio(s, n)
 			}
 			p("| %s | %s | %s | %s | %s | %s |\n", t, cell(s), strings.Join(runs, ", "), cpu, rj, rn)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,27 +59,55 @@ func (t *target) removeData() error {
 	return nil
 }
 
-// binaries are the programs under test, at the paths the run uses.
+// program is a binary under test, at the path the run uses.
+type program struct {
+	path, version string
+}
+
+// binaries are the programs under test: disgrafs and its variants by target
+// name, and the juicefs CLI.
 type binaries struct {
-	disgrafs, disgrafsVersion string
-	juicefs, juicefsVersion   string
+	disgrafs map[string]program
+	juicefs  program
 }
 
 // resolveBinaries checks the binaries of the selected targets. The disgrafs
 // binary is copied into the work directory so that a rebuild during the run
 // cannot change what is measured.
 func resolveBinaries(cfg *config, wd *workDir) (binaries, error) {
-	var b binaries
-	if contains(cfg.targets, targetDisgrafs) {
-		src, err := filepath.Abs(cfg.disgrafsBin)
+	b := binaries{disgrafs: map[string]program{}}
+	copied := map[string]program{} // by source path
+	disgrafs := func(target, src string) error {
+		src, err := filepath.Abs(src)
 		if err != nil {
-			return b, fmt.Errorf("disgrafs binary: %w", err)
+			return fmt.Errorf("disgrafs binary: %w", err)
 		}
-		b.disgrafs = filepath.Join(wd.root, "bin", "disgrafs")
-		if err := copyFile(src, b.disgrafs, 0o755); err != nil {
-			return b, fmt.Errorf("disgrafs binary (build it with 'make build' or give -disgrafs): %w", err)
+		if p, ok := copied[src]; ok {
+			b.disgrafs[target] = p
+			return nil
 		}
-		b.disgrafsVersion = versionOf(b.disgrafs, "version")
+		dst := filepath.Join(wd.root, "bin", target)
+		if err := copyFile(src, dst, 0o755); err != nil {
+			return fmt.Errorf("disgrafs binary (build it with 'make build' or give -disgrafs): %w", err)
+		}
+		p := program{path: dst, version: versionOf(dst, "version")}
+		copied[src] = p
+		b.disgrafs[target] = p
+		return nil
+	}
+	if contains(cfg.targets, targetDisgrafs) {
+		if err := disgrafs(targetDisgrafs, cfg.disgrafsBin); err != nil {
+			return b, err
+		}
+	}
+	for _, v := range cfg.variants {
+		src := v.bin
+		if src == "" {
+			src = cfg.disgrafsBin
+		}
+		if err := disgrafs(v.target(), src); err != nil {
+			return b, fmt.Errorf("variant %s: %w", v.name, err)
+		}
 	}
 	if contains(cfg.targets, targetJuiceFS) {
 		p, err := filepath.Abs(cfg.juicefsBin)
@@ -88,8 +117,7 @@ func resolveBinaries(cfg *config, wd *workDir) (binaries, error) {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 			return b, fmt.Errorf("juicefs binary %s is missing or not executable (build it with scripts/build-juicefs-peer.sh %s, or leave it out with -targets disgrafs,native)", p, p)
 		}
-		b.juicefs = p
-		b.juicefsVersion = versionOf(p, "--version")
+		b.juicefs = program{path: p, version: versionOf(p, "--version")}
 	}
 	return b, nil
 }
@@ -136,6 +164,15 @@ func startTarget(ctx context.Context, name string, cfg *config, wd *workDir, bin
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", base, err)
 	}
+	if prog, ok := bins.disgrafs[name]; ok {
+		args := slices.Clone(cfg.disgrafsArgs)
+		for _, v := range cfg.variants {
+			if v.target() == name {
+				args = append(args, v.args...)
+			}
+		}
+		return startDisgrafs(ctx, name, base, prog, args, cfg, wd, logf)
+	}
 	switch name {
 	case targetNative:
 		dir := filepath.Join(base, "files")
@@ -144,34 +181,6 @@ func startTarget(ctx context.Context, name string, cfg *config, wd *workDir, bin
 		}
 		return &target{name: name, dir: dir, base: base,
 			description: fmt.Sprintf("a plain directory (%s) on the same file system as the volumes", dir)}, nil
-
-	case targetDisgrafs:
-		data := filepath.Join(base, "data")
-		mnt := filepath.Join(base, "mnt")
-		if err := os.MkdirAll(mnt, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", mnt, err)
-		}
-		args := []string{"mount", "--data-dir", data, "--cache-size", "0", "--metrics", "off"}
-		args = append(args, cfg.disgrafsArgs...)
-		args = append(args, mnt)
-		t := &target{name: name, dir: mnt, base: base}
-		t.description = fmt.Sprintf("%s: fresh embedded volume (SQLite metadata %s/meta.db, file object storage %s/objects, block size 4 MiB, no compression, trash off), foreground daemon: `disgrafs %s`",
-			bins.disgrafsVersion, data, data, strings.Join(args, " "))
-		d, err := startDaemon(ctx, daemonSpec{
-			name:    name,
-			argv:    append([]string{bins.disgrafs}, args...),
-			env:     []string{"DISGRAFS_CONFIG=/dev/null"},
-			mnt:     mnt,
-			fstype:  "fuse.disgrafs",
-			logPath: filepath.Join(wd.logs, "disgrafs.log"),
-			umount:  []string{bins.disgrafs, "umount", mnt},
-			timeout: cfg.mountTimeout,
-		}, logf)
-		t.daemon = d
-		if d == nil {
-			return nil, err
-		}
-		return t, err
 
 	case targetJuiceFS:
 		metaURL := "sqlite3://" + filepath.Join(base, "meta.db")
@@ -183,7 +192,7 @@ func startTarget(ctx context.Context, name string, cfg *config, wd *workDir, bin
 		}
 		logPath := filepath.Join(wd.logs, "juicefs.log")
 		formatArgs := []string{"format", metaURL, "bench", "--storage", "file", "--bucket", objects, "--trash-days", "0"}
-		if err := runLogged(ctx, 2*time.Minute, logPath, append([]string{bins.juicefs}, formatArgs...)); err != nil {
+		if err := runLogged(ctx, 2*time.Minute, logPath, append([]string{bins.juicefs.path}, formatArgs...)); err != nil {
 			return nil, fmt.Errorf("juicefs format: %w", err)
 		}
 		port, err := freePort()
@@ -195,14 +204,14 @@ func startTarget(ctx context.Context, name string, cfg *config, wd *workDir, bin
 		args = append(args, cfg.juicefsArgs...)
 		t := &target{name: name, dir: mnt, base: base}
 		t.description = fmt.Sprintf("%s: fresh volume formatted with `juicefs %s` (SQLite metadata, file object storage %s, block size 4 MiB, no compression), foreground mount (supervisor + serving child): `juicefs %s`",
-			bins.juicefsVersion, strings.Join(formatArgs, " "), objects, strings.Join(args, " "))
+			bins.juicefs.version, strings.Join(formatArgs, " "), objects, strings.Join(args, " "))
 		d, err := startDaemon(ctx, daemonSpec{
 			name:    name,
-			argv:    append([]string{bins.juicefs}, args...),
+			argv:    append([]string{bins.juicefs.path}, args...),
 			mnt:     mnt,
 			fstype:  "fuse.juicefs",
 			logPath: logPath,
-			umount:  []string{bins.juicefs, "umount", mnt},
+			umount:  []string{bins.juicefs.path, "umount", mnt},
 			timeout: cfg.mountTimeout,
 		}, logf)
 		t.daemon = d
@@ -212,6 +221,36 @@ func startTarget(ctx context.Context, name string, cfg *config, wd *workDir, bin
 		return t, err
 	}
 	return nil, fmt.Errorf("unknown target %q", name)
+}
+
+// startDisgrafs mounts a fresh embedded volume with a disgrafs binary.
+func startDisgrafs(ctx context.Context, name, base string, prog program, extra []string, cfg *config, wd *workDir, logf func(string, ...any)) (*target, error) {
+	data := filepath.Join(base, "data")
+	mnt := filepath.Join(base, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", mnt, err)
+	}
+	args := []string{"mount", "--data-dir", data, "--cache-size", "0", "--metrics", "off"}
+	args = append(args, extra...)
+	args = append(args, mnt)
+	t := &target{name: name, dir: mnt, base: base}
+	t.description = fmt.Sprintf("%s: fresh embedded volume (SQLite metadata %s/meta.db, file object storage %s/objects, block size 4 MiB, no compression, trash off), foreground daemon: `disgrafs %s`",
+		prog.version, data, data, strings.Join(args, " "))
+	d, err := startDaemon(ctx, daemonSpec{
+		name:    name,
+		argv:    append([]string{prog.path}, args...),
+		env:     []string{"DISGRAFS_CONFIG=/dev/null"},
+		mnt:     mnt,
+		fstype:  "fuse.disgrafs",
+		logPath: filepath.Join(wd.logs, name+".log"),
+		umount:  []string{prog.path, "umount", mnt},
+		timeout: cfg.mountTimeout,
+	}, logf)
+	t.daemon = d
+	if d == nil {
+		return nil, err
+	}
+	return t, err
 }
 
 // stopTargets unmounts every daemon target, last started first.
@@ -516,15 +555,7 @@ func filesystemOf(path string) (mountEntry, error) {
 func procTreeCPU(pid int) float64 {
 	const ticks = 100 // USER_HZ on Linux
 	total := 0.0
-	seen := map[int]bool{}
-	queue := []int{pid}
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = queue[1:]
-		if seen[p] {
-			continue
-		}
-		seen[p] = true
+	for _, p := range processTree(pid) {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
 		if err != nil {
 			continue
@@ -540,18 +571,6 @@ func procTreeCPU(pid int) float64 {
 			u, _ := strconv.ParseFloat(f[11], 64)
 			st, _ := strconv.ParseFloat(f[12], 64)
 			total += (u + st) / ticks
-		}
-		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
-		for _, t := range tasks {
-			c, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", p, t.Name()))
-			if err != nil {
-				continue
-			}
-			for _, w := range strings.Fields(string(c)) {
-				if n, err := strconv.Atoi(w); err == nil {
-					queue = append(queue, n)
-				}
-			}
 		}
 	}
 	return total

@@ -57,10 +57,19 @@ func prepareWorkDir(cfg *config) (*workDir, error) {
 		return nil, fmt.Errorf("file systems are still mounted under %s: %s; unmount them first (disgrafs umount / juicefs umount / umount -l)",
 			root, strings.Join(pts, ", "))
 	}
-	for _, name := range append([]string{"logs"}, allTargets...) {
-		if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
+	// Only what a run creates: the work directory may hold other things.
+	old, err := filepath.Glob(filepath.Join(root, targetDisgrafs+"-*"))
+	if err != nil {
+		wd.close()
+		return nil, fmt.Errorf("clear %s: %w", root, err)
+	}
+	for _, name := range append([]string{"logs", "bin"}, knownTargets()...) {
+		old = append(old, filepath.Join(root, name))
+	}
+	for _, p := range old {
+		if err := os.RemoveAll(p); err != nil {
 			wd.close()
-			return nil, fmt.Errorf("clear %s: %w", filepath.Join(root, name), err)
+			return nil, fmt.Errorf("clear %s: %w", p, err)
 		}
 	}
 	if err := os.MkdirAll(wd.logs, 0o755); err != nil {

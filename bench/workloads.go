@@ -20,6 +20,7 @@ const (
 	smallWrite    = "small-write"
 	smallReadCold = "small-read-cold"
 	smallReadWarm = "small-read-warm"
+	smallDelete   = "small-delete"
 )
 
 // workload describes one measured quantity.
@@ -40,6 +41,7 @@ func workloads(cfg *config) []workload {
 		{smallWrite, small + ": write (create + write + close each)", "files/s"},
 		{smallReadCold, small + ": read and verify, cold (after drop_caches)", "files/s"},
 		{smallReadWarm, small + ": read and verify, warm (read again at once)", "files/s"},
+		{smallDelete, small + ": delete (unlink each)", "files/s"},
 	}
 }
 
@@ -161,11 +163,29 @@ func dropCaches() error {
 	return nil
 }
 
-// measure runs every repetition: within each, every target does a step in turn.
-func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, res *results, logf func(string, ...any)) error {
+// measure runs every repetition. The large file is measured one target after
+// the other (rotating the order every run). The small files are measured in
+// chunks: every target does a chunk of files in turn, so that changes in the
+// machine's background load over a pass are shared by all targets instead of
+// falling on whichever target happened to run then.
+func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, res *results, logf func(string, ...any)) (err error) {
 	buf := make([]byte, max(ds.ioSize, ds.maxSmall)+1)
+	tn := newTurns(targets)
+	defer func() {
+		if rerr := tn.restore(); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	record := func(t *target, rep int, key string, units float64, elapsed time.Duration, cpu float64) {
+		s := sample{value: units / elapsed.Seconds(), elapsed: elapsed, cpu: cpu}
+		res.add(key, t.name, s)
+		logf("run %d/%d %-8s %-16s %10.1f %s/s  (%.2f s, daemon CPU %.2f s)", rep+1, cfg.runs, t.name, key, s.value, unitOf(key), elapsed.Seconds(), s.cpu)
+	}
 	timed := func(t *target, rep int, key string, units float64, f func() error) error {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := tn.activate(t); err != nil {
 			return err
 		}
 		cpu0 := t.cpuSeconds()
@@ -174,17 +194,46 @@ func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, r
 			return fmt.Errorf("%s, run %d, %s: %w", key, rep+1, t.name, err)
 		}
 		elapsed := time.Since(start)
-		s := sample{value: units / elapsed.Seconds(), elapsed: elapsed, cpu: t.cpuSeconds() - cpu0}
-		res.add(key, t.name, s)
-		logf("run %d/%d %-8s %-16s %10.1f %s/s  (%.2f s, daemon CPU %.2f s)", rep+1, cfg.runs, t.name, key, s.value, unitOf(key), elapsed.Seconds(), s.cpu)
+		record(t, rep, key, units, elapsed, t.cpuSeconds()-cpu0)
+		return nil
+	}
+	// interleaved runs op on every small file of every target, chunk by chunk,
+	// and records each target's total time.
+	interleaved := func(rep int, key string, roots map[*target]string, op func(root string, f smallFile) error) error {
+		elapsed := make(map[*target]time.Duration, len(targets))
+		cpu0 := make(map[*target]float64, len(targets))
+		for _, t := range targets {
+			cpu0[t] = t.cpuSeconds()
+		}
+		chunk := cfg.chunkFiles
+		for c, first := 0, 0; first < len(ds.small); c, first = c+1, first+chunk {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			files := ds.small[first:min(first+chunk, len(ds.small))]
+			for _, t := range rotate(targets, rep+c) {
+				if err := tn.activate(t); err != nil {
+					return err
+				}
+				root := roots[t]
+				start := time.Now()
+				for _, f := range files {
+					if err := op(root, f); err != nil {
+						return fmt.Errorf("%s, run %d, %s: %w", key, rep+1, t.name, err)
+					}
+				}
+				elapsed[t] += time.Since(start)
+			}
+		}
+		for _, t := range targets {
+			record(t, rep, key, float64(len(ds.small)), elapsed[t], t.cpuSeconds()-cpu0[t])
+		}
 		return nil
 	}
 	mb := float64(ds.largeSize) / 1e6
-	nSmall := float64(len(ds.small))
 	for rep := range cfg.runs {
 		order := rotate(targets, rep)
 		largePath := func(t *target) string { return filepath.Join(t.dir, fmt.Sprintf("large-r%d.bin", rep)) }
-		smallRoot := func(t *target) string { return filepath.Join(t.dir, fmt.Sprintf("small-r%d", rep)) }
 
 		for _, t := range order {
 			settle()
@@ -209,34 +258,35 @@ func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, r
 			}
 		}
 
-		for _, t := range order {
-			root := smallRoot(t)
-			if err := makeDirs(root, ds); err != nil {
-				return err
-			}
-			settle()
-			if err := timed(t, rep, smallWrite, nSmall, func() error { return writeSmall(ctx, root, ds) }); err != nil {
+		roots := make(map[*target]string, len(targets))
+		for _, t := range targets {
+			roots[t] = filepath.Join(t.dir, fmt.Sprintf("small-r%d", rep))
+			if err := makeDirs(roots[t], ds); err != nil {
 				return err
 			}
 		}
-		for _, t := range order {
-			if err := dropCaches(); err != nil {
-				return err
-			}
-			root := smallRoot(t)
-			if err := timed(t, rep, smallReadCold, nSmall, func() error { return readSmall(ctx, root, ds, buf) }); err != nil {
-				return err
-			}
-			if err := timed(t, rep, smallReadWarm, nSmall, func() error { return readSmall(ctx, root, ds, buf) }); err != nil {
-				return err
-			}
+		settle()
+		write := func(root string, f smallFile) error { return writeSmallFile(root, f, ds.pool) }
+		if err := interleaved(rep, smallWrite, roots, write); err != nil {
+			return err
+		}
+		if err := dropCaches(); err != nil {
+			return err
+		}
+		read := func(root string, f smallFile) error { return readSmallFile(root, f, ds.pool, buf) }
+		if err := interleaved(rep, smallReadCold, roots, read); err != nil {
+			return err
+		}
+		if err := interleaved(rep, smallReadWarm, roots, read); err != nil {
+			return err
+		}
+		if err := interleaved(rep, smallDelete, roots, unlinkSmallFile); err != nil {
+			return err
 		}
 		for _, t := range order {
-			start := time.Now()
-			if err := os.RemoveAll(smallRoot(t)); err != nil {
-				return fmt.Errorf("remove the small files: %w", err)
+			if err := os.RemoveAll(roots[t]); err != nil {
+				return fmt.Errorf("remove the small files' directories: %w", err)
 			}
-			logf("run %d/%d %-8s removed the small files in %.1f s (not measured)", rep+1, cfg.runs, t.name, time.Since(start).Seconds())
 		}
 	}
 	return nil
@@ -244,7 +294,7 @@ func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, r
 
 func unitOf(key string) string {
 	switch key {
-	case smallWrite, smallReadCold, smallReadWarm:
+	case smallWrite, smallReadCold, smallReadWarm, smallDelete:
 		return "files"
 	}
 	return "MB"
@@ -386,57 +436,55 @@ func makeDirs(root string, ds *dataSet) error {
 	return nil
 }
 
-// writeSmall creates every small file: create, write, close.
-func writeSmall(ctx context.Context, root string, ds *dataSet) error {
-	for i, sf := range ds.small {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		p := root + "/" + sf.rel
-		fd, err := openFile(p, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
-		if err != nil {
-			return err
-		}
-		if err := writeFull(fd, ds.pool[sf.off:sf.off+sf.size]); err != nil {
-			syscall.Close(fd)
-			return fmt.Errorf("write %s: %w", p, err)
-		}
-		if err := closeFile(fd, p); err != nil {
-			return err
-		}
+// writeSmallFile creates one small file: create, write, close.
+func writeSmallFile(root string, sf smallFile, pool []byte) error {
+	p := root + "/" + sf.rel
+	fd, err := openFile(p, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := writeFull(fd, pool[sf.off:sf.off+sf.size]); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	return closeFile(fd, p)
+}
+
+// readSmallFile reads one small file to its end and checks its length and
+// bytes. buf must be larger than the file, so that one read more sees the end.
+func readSmallFile(root string, sf smallFile, pool, buf []byte) error {
+	p := root + "/" + sf.rel
+	fd, err := openFile(p, syscall.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	n, err := readFull(fd, buf)
+	if cerr := closeFile(fd, p); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", p, err)
+	}
+	if n != sf.size {
+		return fmt.Errorf("%s: read %d bytes, wrote %d", p, n, sf.size)
+	}
+	if !bytes.Equal(buf[:n], pool[sf.off:sf.off+sf.size]) {
+		return fmt.Errorf("%s: wrong bytes", p)
 	}
 	return nil
 }
 
-// readSmall reads every small file to its end and checks its length and bytes.
-// buf must be larger than the largest file, so that one read more sees the end.
-func readSmall(ctx context.Context, root string, ds *dataSet, buf []byte) error {
-	for i, sf := range ds.small {
-		if i%256 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-		}
-		p := root + "/" + sf.rel
-		fd, err := openFile(p, syscall.O_RDONLY, 0)
-		if err != nil {
-			return err
-		}
-		n, err := readFull(fd, buf)
-		if cerr := closeFile(fd, p); err == nil {
-			err = cerr
+// unlinkSmallFile deletes one small file.
+func unlinkSmallFile(root string, sf smallFile) error {
+	p := root + "/" + sf.rel
+	for {
+		err := syscall.Unlink(p)
+		if err == syscall.EINTR {
+			continue
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", p, err)
+			return &os.PathError{Op: "unlink", Path: p, Err: err}
 		}
-		if n != sf.size {
-			return fmt.Errorf("%s: read %d bytes, wrote %d", p, n, sf.size)
-		}
-		if !bytes.Equal(buf[:n], ds.pool[sf.off:sf.off+sf.size]) {
-			return fmt.Errorf("%s: wrong bytes", p)
-		}
+		return nil
 	}
-	return nil
 }

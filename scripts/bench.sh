@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmarks disgrafs against the juicefs CLI v1.4.1 (the same JuiceFS code behind
+# another FUSE front end) and a native directory, side by side in one run, and
+# writes the markdown tables to bench-results/.
+#
+# Usage: scripts/bench.sh [bench flags...]        ('make bench' builds disgrafs first)
+#   scripts/bench.sh -small-files 2000 -large-mib 128 -runs 1    # quick smoke run
+# Environment:
+#   BENCH_FLAGS    more bench flags (for 'make bench BENCH_FLAGS="-runs 1"')
+#   JUICEFS_PEER   the juicefs CLI to compare with (default /var/tmp/bench/juicefs;
+#                  built by scripts/build-juicefs-peer.sh when missing, ~12 min cold)
+#   BENCH_WORKDIR  where volumes, mountpoints and the native directory go
+#                  (default /var/tmp/disgrafs-bench; it should be on the disk to measure)
+# The default run (1 GiB file, 20,000 small files, 3 runs) takes about 10-15 minutes
+# on a 2-core machine. It needs root; sudo is used when run as another user.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+peer=${JUICEFS_PEER:-/var/tmp/bench/juicefs}
+workdir=${BENCH_WORKDIR:-/var/tmp/disgrafs-bench}
+
+if ! [ -x "$peer" ]; then
+  echo "bench: building the juicefs CLI peer at $peer (about 12 minutes the first time)" >&2
+fi
+scripts/build-juicefs-peer.sh "$peer" >&2
+
+if ! [ -x bin/disgrafs ]; then
+  make build >&2
+fi
+# The bench program uses only the standard library: no build tags or cgo needed.
+go build -o bin/bench ./bench
+
+mkdir -p bench-results
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out=bench-results/bench-$stamp.md
+log=bench-results/bench-$stamp.log
+
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+  sudo=(sudo)
+fi
+# shellcheck disable=SC2086 # BENCH_FLAGS is a list of flags
+# tee ignores Ctrl-C so that the benchmark's messages while it unmounts still show.
+"${sudo[@]}" bin/bench -workdir "$workdir" -disgrafs bin/disgrafs -juicefs "$peer" -out "$out" ${BENCH_FLAGS:-} "$@" 2> >(trap '' INT; exec tee "$log" >&2)
+ln -sfn "bench-$stamp.md" bench-results/latest.md
+echo "bench: results in $out (progress log $log)" >&2
+
+# Tags: listing and walking a 100,000-file tag directory, tagging, related
+# queries; bbolt at full size, the Bolt server (NornicDB) at a size it can take.
+if [ "${BENCH_TAGS:-1}" = 1 ]; then
+  go build -tags "$(sed -n 's/^TAGS := //p' Makefile)" -o bin/tagbench ./bench/tagbench
+  tdir=$(mktemp -d /tmp/disgrafs-tagbench.XXXXXX)
+  scripts/nornicdb.sh build >/dev/null
+  scripts/nornicdb.sh start "$tdir/nornicdb" 17787 17788 disgrafs-bench >/dev/null
+  trap 'scripts/nornicdb.sh stop "$tdir/nornicdb" >/dev/null 2>&1 || true' EXIT
+  "${sudo[@]}" bin/tagbench -disgrafs bin/disgrafs -files "${TAGBENCH_FILES:-100000}" -bolt-files "${TAGBENCH_BOLT_FILES:-2000}" \
+    -bolt bolt://127.0.0.1:17787 -bolt-user admin -bolt-password disgrafs-bench -out "bench-results/tags-$stamp.md"
+  echo "bench: tag results in bench-results/tags-$stamp.md" >&2
+fi
