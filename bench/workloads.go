@@ -132,14 +132,6 @@ func (ds *dataSet) largeBlock(i int) []byte {
 	return ds.pool[ds.largeOff[i] : ds.largeOff[i]+int(n)]
 }
 
-func (ds *dataSet) smallBytes() int64 {
-	var n int64
-	for _, f := range ds.small {
-		n += int64(f.size)
-	}
-	return n
-}
-
 // rotate returns the targets starting at the rep-th one, so that every target
 // takes every position in turn across repetitions.
 func rotate(ts []*target, rep int) []*target {
