@@ -71,6 +71,12 @@ func (fs *FS) Init(s *fuse.Server) {
 	}
 }
 
+// Idle reports whether no request has arrived for d: background work (the
+// auto-tagger) waits for that so it never competes with foreground I/O.
+func (fs *FS) Idle(d time.Duration) bool {
+	return time.Since(time.Unix(0, fs.ops.last.Load())) >= d
+}
+
 // OpCounts returns how many requests of each kind the mount has served.
 func (fs *FS) OpCounts() map[string]uint64 { return fs.ops.snapshot() }
 

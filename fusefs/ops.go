@@ -1,6 +1,9 @@
 package fusefs
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Op names a FUSE operation in counters and status output.
 type Op int
@@ -51,10 +54,14 @@ func (o Op) String() string { return opNames[o] }
 
 // opCounters counts requests per operation without locks or allocation.
 type opCounters struct {
-	n [numOps]atomic.Uint64
+	n    [numOps]atomic.Uint64
+	last atomic.Int64 // unix nanoseconds of the latest request
 }
 
-func (c *opCounters) inc(o Op) { c.n[o].Add(1) }
+func (c *opCounters) inc(o Op) {
+	c.n[o].Add(1)
+	c.last.Store(time.Now().UnixNano())
+}
 
 // Snapshot returns the non-zero counts by operation name.
 func (c *opCounters) snapshot() map[string]uint64 {

@@ -55,7 +55,7 @@ type AutoOptions struct {
 // DefaultAutoOptions is what a mount uses unless configured otherwise.
 func DefaultAutoOptions() AutoOptions {
 	return AutoOptions{DirLevels: 2, Kind: true, ImageSize: true, Keywords: 3, TextMax: 1 << 20,
-		CommandTimeout: 10 * time.Second, Queue: 10000}
+		CommandTimeout: 10 * time.Second, Queue: 100000}
 }
 
 // AutoTagger tags files in the background after they are written.
@@ -65,6 +65,7 @@ type AutoTagger struct {
 	opts  AutoOptions
 	log   *slog.Logger
 	queue chan uint64
+	idle  atomic.Pointer[func() bool]
 
 	Done    atomic.Uint64 // files auto-tagged
 	Failed  atomic.Uint64 // files whose auto-tagging failed
@@ -74,9 +75,30 @@ type AutoTagger struct {
 // NewAutoTagger returns a tagger; call Run to start it.
 func NewAutoTagger(svc *Service, src Content, opts AutoOptions, log *slog.Logger) *AutoTagger {
 	if opts.Queue <= 0 {
-		opts.Queue = 10000
+		opts.Queue = 100000
 	}
 	return &AutoTagger{svc: svc, src: src, opts: opts, log: log, queue: make(chan uint64, opts.Queue)}
+}
+
+// SetIdle gives the tagger a test for an idle mount; it then tags only while
+// the mount is idle (or, under endless load, one file every maxYield).
+func (a *AutoTagger) SetIdle(idle func() bool) { a.idle.Store(&idle) }
+
+const maxYield = 10 * time.Second
+
+func (a *AutoTagger) waitIdle(ctx context.Context) {
+	p := a.idle.Load()
+	if p == nil {
+		return
+	}
+	deadline := time.Now().Add(maxYield)
+	for !(*p)() && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Enqueue asks for a file to be tagged; it never blocks.
@@ -98,6 +120,7 @@ func (a *AutoTagger) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case ino := <-a.queue:
+			a.waitIdle(ctx)
 			if err := a.tag(ctx, ino); err != nil {
 				a.Failed.Add(1)
 				a.log.Debug("auto-tagging failed", "ino", ino, "error", err)

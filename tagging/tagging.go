@@ -45,7 +45,8 @@ type Service struct {
 	locks [256]sync.Mutex
 
 	mu      sync.Mutex
-	pending []graph.Change // index changes that failed, retried in order
+	pending []graph.Change // index changes waiting to be applied, in order
+	forgets []graph.FileID // deleted files waiting to be dropped
 	wake    chan struct{}
 	dropped atomic.Uint64
 
@@ -276,27 +277,23 @@ func (s *Service) Renamed(ino uint64, name string) {
 	s.apply(graph.Change{File: graph.File{ID: graph.FileID(ino), Name: name}})
 }
 
-// Removed drops deleted files from the index.
+// Removed drops deleted files from the index, in the background with the
+// other queued changes (an unlink must not wait for the index).
 func (s *Service) Removed(ids ...uint64) {
 	if len(ids) == 0 {
 		return
 	}
-	fids := make([]graph.FileID, len(ids))
-	for i, id := range ids {
-		fids[i] = graph.FileID(id)
+	s.mu.Lock()
+	for _, id := range ids {
 		s.setKnown(id, false)
+		if len(s.forgets) < maxPending {
+			s.forgets = append(s.forgets, graph.FileID(id))
+		}
 	}
-	if err := s.Check(); err != nil {
-		s.stats.IndexErrors.Add(1)
-		s.log.Warn("index: cannot forget deleted files now; 'disgrafs reindex' repairs it", "files", len(ids), "error", err)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
-	defer cancel()
-	if err := s.store.Forget(ctx, fids); err != nil {
-		s.Failed(err)
-		s.stats.IndexErrors.Add(1)
-		s.log.Warn("index: forget deleted files failed; 'disgrafs reindex' repairs it", "files", len(ids), "error", err)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -327,7 +324,7 @@ func (s *Service) apply(c graph.Change) {
 func (s *Service) Sync(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		n := len(s.pending)
+		n := len(s.pending) + len(s.forgets)
 		s.mu.Unlock()
 		if n == 0 {
 			return nil
@@ -397,7 +394,21 @@ func (s *Service) Run(ctx context.Context) {
 func (s *Service) flushPending(ctx context.Context) error {
 	s.mu.Lock()
 	batch := slices.Clone(s.pending)
+	forgets := slices.Clone(s.forgets)
 	s.mu.Unlock()
+	if len(forgets) > 0 {
+		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		err := s.store.Forget(cctx, forgets)
+		cancel()
+		if err != nil {
+			s.Failed(err)
+			return err
+		}
+		s.mu.Lock()
+		s.forgets = s.forgets[len(forgets):]
+		s.mu.Unlock()
+		s.flushed.Add(1)
+	}
 	if len(batch) == 0 {
 		return nil
 	}
