@@ -394,7 +394,8 @@ func TestAutoTags(t *testing.T) {
 	}
 	wantTags := func(p string, want ...string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		// The auto-tagger waits for 250 ms without requests: poll slower than that.
+		deadline := time.Now().Add(40 * time.Second)
 		for {
 			got := strings.Split(getTags(t, p), ",")
 			ok := true
@@ -407,7 +408,7 @@ func TestAutoTags(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s tags %v, want %v", p, got, want)
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(500 * time.Millisecond)
 		}
 	}
 	wantTags(img, "train", "cat", "image", "image-medium")
