@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/graph"
