@@ -27,8 +27,9 @@ type CacheConfig struct {
 	Size int64
 	// Passthrough serves cached files of at least PassthroughMin bytes
 	// through FUSE passthrough.
-	Passthrough    bool
-	PassthroughMin int64
+	Passthrough       bool
+	PassthroughMin    int64
+	PassthroughMinAge time.Duration
 	// TTL is the kernel's entry and attribute timeout for cached files.
 	TTL time.Duration
 	// Prefetch turns the prefetcher and co-access learning on.
@@ -96,7 +97,7 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 	st.c = c
 	st.src = fusefs.CacheSource(d.vol.VFS, d.vol.Store)
 	opts := &fusefs.CacheOptions{
-		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin,
+		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
 		TTL: cc.TTL, Metrics: st.met,
 	}
 	if cc.Prefetch {
@@ -182,7 +183,7 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 	case !ci.Passthrough:
 		ci.PassthroughNote = "unavailable: the kernel refused a backing file (needs CAP_SYS_ADMIN and Linux 6.9+); cached files are served through the page cache"
 	default:
-		ci.PassthroughNote = fmt.Sprintf("on for cached files of %d bytes or more", d.cfg.Cache.PassthroughMin)
+		ci.PassthroughNote = fmt.Sprintf("on for cached files of %d bytes or more, unmodified for %s", d.cfg.Cache.PassthroughMin, d.cfg.Cache.PassthroughMinAge)
 	}
 	if d.cache.prefetch != nil {
 		ci.PrefetchQueue = d.cache.prefetch.QueueLen()

@@ -26,6 +26,11 @@ type CacheOptions struct {
 	// faster for small files (see ../shared/FACTS.md).
 	Passthrough    bool
 	PassthroughMin int64
+	// PassthroughMinAge keeps files modified more recently than this on the
+	// page cache: a file open through passthrough cannot be opened for
+	// writing on this node until its readers close it, and recently written
+	// files are the ones likely to be written again.
+	PassthroughMinAge time.Duration
 	// TTL is the entry and attribute timeout for files whose copy is cached
 	// and valid; opens are still checked against the metadata engine.
 	TTL time.Duration
@@ -151,7 +156,8 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 		s.Metrics.Passthrough()
 		return 0
 	}
-	if ok && s.passthrough.Load() && hit.Size >= s.PassthroughMin && io.cached == 0 {
+	old := time.Since(time.Unix(e.Attr.Mtime, int64(e.Attr.Mtimensec))) >= s.PassthroughMinAge
+	if ok && s.passthrough.Load() && hit.Size >= s.PassthroughMin && old && io.cached == 0 {
 		if io.backingID == 0 {
 			id, errno := fs.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(hit.File.Fd())})
 			if errno != 0 {

@@ -155,7 +155,7 @@ func cacheFileOf(t testing.TB, m *Mount, p string) string {
 func TestCacheServesExactBytes(t *testing.T) {
 	needRoot(t)
 	addr := freeMetricsAddr(t)
-	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prefetch=false", "--passthrough-min", "64K"}})
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prefetch=false", "--passthrough-min", "64K", "--passthrough-min-age", "0"}})
 	files := dataset(t, m.Path("ds"), "train", 40, 256<<10, 1)
 	// Large files too: several chunks of JuiceFS (64 MiB) are not needed for
 	// correctness, but sizes around block and page boundaries are.
@@ -329,7 +329,7 @@ func TestCacheDiskFull(t *testing.T) {
 func TestCacheSharedVolumeNeverStale(t *testing.T) {
 	needRoot(t)
 	metaURL, _ := formatShared(t, "cachestale")
-	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--passthrough-min", "64K"}})
+	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--passthrough-min", "64K", "--passthrough-min-age", "0"}})
 	b := startMount(t, MountOpts{Meta: metaURL})
 	files := dataset(t, a.Path("ds"), "train", 6, 200<<10, 4)
 	warmup(t, "--tag", "train", a.Dir)

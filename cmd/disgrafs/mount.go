@@ -40,6 +40,7 @@ type mountFlags struct {
 	blockCacheSize                  string
 	passthrough                     bool
 	passthroughMin                  string
+	passthroughMinAge               time.Duration
 	cacheTTL                        time.Duration
 	prefetch                        bool
 	prefetchWidth, prefetchDepth    int
@@ -87,6 +88,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringVar(&f.blockCacheSize, "block-cache-size", "", "size of JuiceFS's block cache for files not cached whole (default 1G, 0 for the embedded volume whose objects are already local)")
 	fl.BoolVar(&f.passthrough, "passthrough", true, "serve cached files through FUSE passthrough (needs CAP_SYS_ADMIN; falls back to the page cache)")
 	fl.StringVar(&f.passthroughMin, "passthrough-min", "1M", "cached files smaller than this are served from the page cache instead of passthrough (faster for small files)")
+	fl.DurationVar(&f.passthroughMinAge, "passthrough-min-age", 10*time.Minute, "cached files modified more recently are served from the page cache, not passthrough (a file open through passthrough cannot be opened for writing on this node until its readers close it)")
 	fl.DurationVar(&f.cacheTTL, "cache-ttl", time.Minute, "how long the kernel caches entries and attributes of files whose cached copy is current (opens are still checked)")
 	fl.BoolVar(&f.prefetch, "prefetch", true, "prefetch files related to opened ones (shared tags, co-access, next in name order) and learn co-access")
 	fl.IntVar(&f.prefetchWidth, "prefetch-width", 16, "files queued per opened file")
@@ -251,13 +253,16 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 			return cfg, fmt.Errorf("%s %d: must be between 1 and 1024", c.name, c.v)
 		}
 	}
+	if f.passthroughMinAge < 0 {
+		return cfg, fmt.Errorf("--passthrough-min-age %v: must not be negative", f.passthroughMinAge)
+	}
 	if f.cacheTTL < 0 {
 		return cfg, fmt.Errorf("--cache-ttl %v: must not be negative", f.cacheTTL)
 	}
 	pc := cache.DefaultPrefetchConfig()
 	pc.Width, pc.Depth, pc.Threads, pc.MaxFileSize = f.prefetchWidth, f.prefetchDepth, f.prefetchThreads, int64(maxFile)
 	cfg.Cache = daemon.CacheConfig{
-		Size: int64(whole), Passthrough: f.passthrough, PassthroughMin: int64(ptMin), TTL: f.cacheTTL,
+		Size: int64(whole), Passthrough: f.passthrough, PassthroughMin: int64(ptMin), PassthroughMinAge: f.passthroughMinAge, TTL: f.cacheTTL,
 		Prefetch: f.prefetch, PrefetchConfig: pc,
 	}
 	if cfg.BufferSize, err = config.ParseBytes(f.bufferSize, 'M'); err != nil {
