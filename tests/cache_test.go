@@ -435,3 +435,87 @@ func TestPrefetchRelated(t *testing.T) {
 		t.Errorf("prefetched files used: %v", used)
 	}
 }
+
+// TestCachePassthroughUnavailable runs a daemon without CAP_SYS_ADMIN (as an
+// ordinary user through fusermount3): the kernel refuses backing files, the
+// cache falls back to the page cache, and status says so.
+func TestCachePassthroughUnavailable(t *testing.T) {
+	needRoot(t)
+	needTool(t, "fusermount3")
+	needTool(t, "setpriv")
+	// /dev/fuse is root-only on these machines; open it to others for the
+	// test only.
+	var st syscall.Stat_t
+	if err := syscall.Stat("/dev/fuse", &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod("/dev/fuse", os.FileMode(st.Mode&0o777)) })
+	home := filepath.Join("/var/tmp", fmt.Sprintf("disgrafs-nocap-%d", os.Getpid()))
+	mnt := filepath.Join(home, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mnt, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	asUser := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command("setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", name}, args...)...)
+		cmd.Env = append(testEnv(), "HOME="+home, "XDG_RUNTIME_DIR="+home)
+		return cmd
+	}
+	as := func(args ...string) *exec.Cmd { return asUser(binary(t), args...) }
+	daemon := as("mount", "--data-dir", filepath.Join(home, "data"), "--metrics", "off", "--allow-other=false",
+		"--passthrough-min", "0", "--passthrough-min-age", "0", mnt)
+	var log lockedBuffer
+	daemon.Stdout, daemon.Stderr = &log, &log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = as("umount", mnt).Run()
+		_ = daemon.Process.Kill()
+		_, _ = daemon.Process.Wait()
+		_ = exec.Command("umount", "-l", mnt).Run()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(log.String(), "serving") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not mount as an ordinary user:\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The mount is the user's own (no allow_other): read and write as them.
+	src := filepath.Join(home, "a")
+	want := make([]byte, 3<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asUser("cp", src, filepath.Join(mnt, "a")).CombinedOutput(); err != nil {
+		t.Fatalf("cp into the mount: %v\n%s", err, out)
+	}
+	if out, err := as("warmup", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("warmup: %v\n%s", err, out)
+	}
+	for i := 0; i < 2; i++ {
+		if out, err := asUser("cmp", src, filepath.Join(mnt, "a")).CombinedOutput(); err != nil {
+			t.Fatalf("the cached file differs: %v\n%s", err, out)
+		}
+	}
+	out, err := as("status", mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "Passthrough:  unavailable") {
+		t.Fatalf("status does not say passthrough is unavailable:\n%s", out)
+	}
+}
