@@ -65,6 +65,7 @@ type Daemon struct {
 	tags    *tagState
 	bg      context.Context
 	stopBg  context.CancelFunc
+	obs     observer
 
 	stop chan control.UnmountRequest
 }
@@ -174,6 +175,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
 	}
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
+	if err := d.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if d.tags != nil && d.tags.auto != nil {
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })
@@ -194,7 +198,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 
 	if cfg.MetricsAddr != "" {
-		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg.Registry)
+		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -202,6 +206,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.ctl = control.NewServer()
 	d.registerControl()
+	d.registerObsControl()
 	if d.tags != nil {
 		d.registerTagControl()
 	}
@@ -298,6 +303,9 @@ func (d *Daemon) Status() control.Status {
 		Uptime:      time.Since(d.started).Seconds(),
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
+		Instance:    d.reg.Labels[metrics.LabelInstance],
+		FUSE:        d.fuseInfo(),
+		Sections:    d.statusSections(context.Background()),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))

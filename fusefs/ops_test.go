@@ -1,0 +1,129 @@
+package fusefs
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// A request that never reaches JuiceFS: Access on a virtual node answers from
+// memory, so these tests need no volume.
+func accessVirtual(raw fuse.RawFileSystem) fuse.Status {
+	return raw.Access(nil, &fuse.AccessIn{InHeader: fuse.InHeader{NodeId: vBase + 1}})
+}
+
+func TestOpMetricsDoNotAllocate(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		register bool
+	}{
+		{"without metrics", false},
+		{"with metrics", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := New(nil, DefaultOptions())
+			if tc.register {
+				if err := fs.RegisterMetrics(prometheus.NewRegistry()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			raw := fs.raw()
+			if got := accessVirtual(raw); got != fuse.OK {
+				t.Fatalf("access: %v", got)
+			}
+			if n := testing.AllocsPerRun(1000, func() { accessVirtual(raw) }); n != 0 {
+				t.Fatalf("an instrumented request allocates %.1f times", n)
+			}
+			// The recording itself, for every operation.
+			if n := testing.AllocsPerRun(1000, func() {
+				for o := range numOps {
+					fs.ops.inc(o)
+					fs.ops.done(o, fs.ops.start())
+				}
+			}); n != 0 {
+				t.Fatalf("counting and timing allocate %.1f times", n)
+			}
+		})
+	}
+}
+
+func TestOpMetricsExport(t *testing.T) {
+	fs := New(nil, DefaultOptions())
+	reg := prometheus.NewRegistry()
+	if err := fs.RegisterMetrics(prometheus.WrapRegistererWithPrefix("disgrafs_fuse_", reg)); err != nil {
+		t.Fatal(err)
+	}
+	raw := fs.raw()
+	for range 3 {
+		accessVirtual(raw)
+	}
+	n, err := testutil.GatherAndCount(reg, "disgrafs_fuse_ops_total")
+	if err != nil || n != int(numOps) {
+		t.Fatalf("ops_total: %d series (want one per op, %d), %v", n, numOps, err)
+	}
+	want := `
+# HELP disgrafs_fuse_ops_total FUSE requests served, by operation.
+# TYPE disgrafs_fuse_ops_total counter
+`
+	var b strings.Builder
+	b.WriteString(want)
+	for _, name := range opNames {
+		v := "0"
+		if name == "access" {
+			v = "3"
+		}
+		b.WriteString("disgrafs_fuse_ops_total{op=\"" + name + "\"} " + v + "\n")
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(b.String()), "disgrafs_fuse_ops_total"); err != nil {
+		t.Fatal(err)
+	}
+	// The histogram counted the same three requests.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, mf := range mfs {
+		if mf.GetName() != "disgrafs_fuse_op_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if m.GetLabel()[0].GetValue() == "access" {
+				found = true
+				if c := m.GetHistogram().GetSampleCount(); c != 3 {
+					t.Fatalf("access latency samples: %d, want 3", c)
+				}
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no access latency series")
+	}
+	// Registering twice on one registry is refused, not silently doubled.
+	if err := fs.RegisterMetrics(prometheus.WrapRegistererWithPrefix("disgrafs_fuse_", reg)); err == nil {
+		t.Fatal("a second registration should fail")
+	}
+}
+
+func BenchmarkInstrumentedRequest(b *testing.B) {
+	fs := New(nil, DefaultOptions())
+	if err := fs.RegisterMetrics(prometheus.NewRegistry()); err != nil {
+		b.Fatal(err)
+	}
+	raw := fs.raw()
+	b.ReportAllocs()
+	for b.Loop() {
+		accessVirtual(raw)
+	}
+}
+
+func BenchmarkUninstrumentedRequest(b *testing.B) {
+	fs := New(nil, DefaultOptions())
+	b.ReportAllocs()
+	for b.Loop() {
+		accessVirtual(fs)
+	}
+}
