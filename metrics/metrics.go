@@ -68,6 +68,8 @@ type Registry struct {
 	DisGraFS prometheus.Registerer
 	// Labels are the node labels on every series.
 	Labels prometheus.Labels
+
+	node prometheus.Registerer // the registry, with the node labels
 }
 
 // Hostname is the instance label of this node: the host name, or "unknown".
@@ -98,6 +100,7 @@ func NewWithInstance(volume, mountpoint, instance string) *Registry {
 		JuiceFS:  prometheus.WrapRegistererWithPrefix("juicefs_", labelled),
 		DisGraFS: prometheus.WrapRegistererWithPrefix(Namespace+"_", labelled),
 		Labels:   labels,
+		node:     labelled,
 	}
 }
 
@@ -110,7 +113,9 @@ func (r *Registry) Subsystem(name string) prometheus.Registerer {
 
 // Handler serves the registry in the Prometheus exposition formats.
 func (r *Registry) Handler() http.Handler {
-	return promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.Registry})
+	// Errors while encoding a scrape are counted, with the node labels
+	// (promhttp_metric_handler_errors_total).
+	return promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.node})
 }
 
 // Server serves /metrics until it is closed.
