@@ -575,12 +575,11 @@ func BenchmarkScrape(b *testing.B) {
 			series++
 		}
 	}
-	b.ReportMetric(float64(series), "series")
-	b.ReportMetric(float64(len(text)), "bytes/scrape")
-	b.ResetTimer()
 	for b.Loop() {
 		scrape(b, addr)
 	}
+	b.ReportMetric(float64(series), "series")
+	b.ReportMetric(float64(len(text)), "bytes/scrape")
 }
 
 func freePortB(b *testing.B) int {
