@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -589,4 +590,112 @@ func freePortB(b *testing.B) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// controlMetrics reads a daemon's metrics over its control socket.
+func controlMetrics(t *testing.T, mp string) map[string]*dto.MetricFamily {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := control.Dial(control.PathsFor(mp).Socket).Do(ctx, "GET", "metrics", nil)
+	if err != nil {
+		t.Fatalf("metrics over the control socket: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseMetrics(t, string(body))
+}
+
+// metricSum adds up the values of a family's series whose labels include want.
+func metricSum(mfs map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	var sum float64
+	found := false
+	for _, m := range mfs[name].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		match := true
+		for k, v := range want {
+			if l[k] != v {
+				match = false
+			}
+		}
+		if !match {
+			continue
+		}
+		found = true
+		switch {
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.Histogram.GetSampleCount())
+		}
+	}
+	return sum, found
+}
+
+// TestGraphMetricsDown: the graph metrics tell the truth when the graph
+// server goes away and comes back: availability drops to 0, the failures are
+// counted by kind, and availability returns without any file activity.
+func TestGraphMetricsDown(t *testing.T) {
+	b := startBolt(t)
+	meta, _ := formatShared(t, "graphmetrics")
+	m := graphMount(t, b, meta)
+	neo := map[string]string{"backend": "neo4j"}
+	avail := func() float64 {
+		v, ok := metricSum(controlMetrics(t, m.Dir), "disgrafs_graph_available", neo)
+		if !ok {
+			t.Fatal("no disgrafs_graph_available{backend=\"neo4j\"}")
+		}
+		return v
+	}
+	if err := os.WriteFile(m.Path("one"), []byte("1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, 10*time.Second, "setfattr", "-n", "user.xdg.tags", "-v", "before", m.Path("one"))
+	eventually(t, 10*time.Second, func() error { return hasEntry(m.Path(".tags", "before"), "one") })
+	if a := avail(); a != 1 {
+		t.Fatalf("available %v with the graph up", a)
+	}
+	mfs := controlMetrics(t, m.Dir)
+	if n, _ := metricSum(mfs, "disgrafs_graph_query_duration_seconds", map[string]string{"backend": "neo4j", "op": "update"}); n < 1 {
+		t.Fatalf("no timed update call: %v", n)
+	}
+
+	b.stop(t)
+	_, _ = exec.Command("ls", m.Path(".tags", "before")).CombinedOutput()
+	eventually(t, 30*time.Second, func() error {
+		if a := avail(); a != 0 {
+			return fmt.Errorf("available %v with the graph down", a)
+		}
+		return nil
+	})
+	mfs = controlMetrics(t, m.Dir)
+	down := 0.0
+	for _, kind := range []string{"unavailable", "timeout"} {
+		v, _ := metricSum(mfs, "disgrafs_graph_errors_total", map[string]string{"backend": "neo4j", "kind": kind})
+		down += v
+	}
+	if down == 0 {
+		t.Fatal("no unavailable or timeout errors counted while the graph was down")
+	}
+	out, err := run(t, "status", "--json", m.Dir)
+	var st control.Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil || st.Tags == nil || st.Tags.Available || st.Tags.GraphErrors == 0 {
+		t.Fatalf("status with the graph down: %v\n%s", err, out)
+	}
+
+	b.start(t)
+	eventually(t, 40*time.Second, func() error {
+		if a := avail(); a != 1 {
+			return fmt.Errorf("available %v after the graph came back", a)
+		}
+		return nil
+	})
 }
