@@ -1,6 +1,10 @@
 package fusefs
 
 import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"strings"
 	"testing"
 
@@ -140,5 +144,72 @@ func BenchmarkRequest(b *testing.B) {
 				accessVirtual(raw)
 			}
 		})
+	}
+}
+
+// TestEveryCountedOpIsTimed: every FS method that counts a request (calls
+// fs.ops.inc) has a timing wrapper in ops.go, so that a method added to
+// fs.go later cannot silently go untimed.
+func TestEveryCountedOpIsTimed(t *testing.T) {
+	fset := token.NewFileSet()
+	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := map[string]bool{}
+	wrapped := map[string]bool{}
+	recv := func(fd *ast.FuncDecl) string {
+		if fd.Recv == nil || len(fd.Recv.List) != 1 {
+			return ""
+		}
+		switch x := fd.Recv.List[0].Type.(type) {
+		case *ast.StarExpr:
+			if id, ok := x.X.(*ast.Ident); ok {
+				return "*" + id.Name
+			}
+		case *ast.Ident:
+			return x.Name
+		}
+		return ""
+	}
+	for _, p := range pkgs {
+		for _, f := range p.Files {
+			for _, d := range f.Decls {
+				fd, ok := d.(*ast.FuncDecl)
+				if !ok || fd.Body == nil {
+					continue
+				}
+				switch recv(fd) {
+				case "instrumented":
+					wrapped[fd.Name.Name] = true
+				case "*FS":
+					if !fd.Name.IsExported() {
+						continue
+					}
+					ast.Inspect(fd.Body, func(n ast.Node) bool {
+						if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "inc" {
+							if x, ok := sel.X.(*ast.SelectorExpr); ok && x.Sel.Name == "ops" {
+								counted[fd.Name.Name] = true
+							}
+						}
+						return true
+					})
+				}
+			}
+		}
+	}
+	if len(counted) < 30 {
+		t.Fatalf("found only %d counted methods: %v", len(counted), counted)
+	}
+	for m := range counted {
+		if !wrapped[m] {
+			t.Errorf("FS.%s counts requests but has no timing wrapper in ops.go", m)
+		}
+	}
+	// setLk is counted through SetLk/SetLkw; both are wrapped.
+	for _, m := range []string{"SetLk", "SetLkw"} {
+		if !wrapped[m] {
+			t.Errorf("%s is not wrapped", m)
+		}
 	}
 }
