@@ -7,7 +7,8 @@
 //
 // Namespaces:
 //   - juicefs_*: JuiceFS's own collectors (Registry.JuiceFS is handed to its
-//     constructors);
+//     constructors), and juicefs_uptime, juicefs_cpu_usage and juicefs_memory
+//     as the juicefs CLI exports them;
 //   - disgrafs_<subsystem>_*: ours; each subsystem gets its registerer from
 //     Registry.Subsystem;
 //   - go_* and process_*: the Go runtime and process collectors.
@@ -95,9 +96,11 @@ func NewWithInstance(volume, mountpoint, instance string) *Registry {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	jfs := prometheus.WrapRegistererWithPrefix("juicefs_", labelled)
+	registerJuiceFSProcess(jfs, time.Now())
 	return &Registry{
 		Registry: reg,
-		JuiceFS:  prometheus.WrapRegistererWithPrefix("juicefs_", labelled),
+		JuiceFS:  jfs,
 		DisGraFS: prometheus.WrapRegistererWithPrefix(Namespace+"_", labelled),
 		Labels:   labels,
 		node:     labelled,

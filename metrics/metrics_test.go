@@ -34,7 +34,8 @@ func TestNodeLabelsAndNames(t *testing.T) {
 			}
 		}
 	}
-	for _, want := range []string{"disgrafs_cache_hits_total", "juicefs_blockcache_bytes", "go_goroutines", "process_start_time_seconds"} {
+	for _, want := range []string{"disgrafs_cache_hits_total", "juicefs_blockcache_bytes", "go_goroutines", "process_start_time_seconds",
+		"juicefs_uptime", "juicefs_cpu_usage", "juicefs_memory"} {
 		if !seen[want] {
 			t.Errorf("no %s", want)
 		}
@@ -49,6 +50,9 @@ func TestNodeLabelsAndNames(t *testing.T) {
 	body := rec.Body.String()
 	if !strings.Contains(body, `disgrafs_cache_hits_total{instance="node-7",mp="/mnt/x",vol_name="vol"} 3`) {
 		t.Fatalf("scrape lacks the counter:\n%.2000s", body)
+	}
+	if !strings.Contains(body, "juicefs_memory{") || rss() <= 0 {
+		t.Fatalf("no juicefs_memory, or rss %d", rss())
 	}
 	// A second handler (control socket and HTTP) shares the error counter.
 	r.Handler()

@@ -413,7 +413,8 @@ func TestObservability(t *testing.T) {
 		for _, want := range []string{"disgrafs_fuse_ops_total", "disgrafs_fuse_op_duration_seconds",
 			"disgrafs_graph_query_duration_seconds", "disgrafs_graph_errors_total", "disgrafs_graph_available",
 			"disgrafs_tagger_files_tagged_total", "disgrafs_tagger_failures_total", "disgrafs_tagger_queue_length",
-			"juicefs_fuse_read_size_bytes", "go_goroutines", "process_resident_memory_bytes"} {
+			"juicefs_fuse_read_size_bytes", "juicefs_uptime", "juicefs_cpu_usage", "juicefs_memory",
+			"go_goroutines", "process_resident_memory_bytes"} {
 			if mfs[want] == nil {
 				t.Errorf("no %s", want)
 			}
