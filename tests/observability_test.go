@@ -561,16 +561,47 @@ func TestObservability(t *testing.T) {
 // BenchmarkScrape measures one scrape of a running daemon's /metrics, the
 // cost Prometheus puts on every node each interval. Run with
 // go test -run '^$' -bench Scrape ./tests/
+// DISGRAFS_BENCH_SCRAPE_FILES (default 100) files are written and read first:
+// no metric grows with the number of files, and this shows it.
 func BenchmarkScrape(b *testing.B) {
+	files := 100
+	if v := os.Getenv("DISGRAFS_BENCH_SCRAPE_FILES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("DISGRAFS_BENCH_SCRAPE_FILES=%q: want a positive number", v)
+		}
+		files = n
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePortB(b))
-	m := startMount(b, MountOpts{Extra: []string{"--metrics", addr}})
-	// Some activity, so every histogram has samples.
-	for i := range 100 {
-		if err := os.WriteFile(m.Path(fmt.Sprintf("f%03d", i)), []byte("x"), 0o644); err != nil {
+	// Without the auto-tagger, which would keep tagging the files in the
+	// background (and compete for the CPU) long after they are written.
+	m := startMount(b, MountOpts{Extra: []string{"--metrics", addr, "--auto-tag=false"}})
+	for i := range files {
+		dir := m.Path(fmt.Sprintf("d%03d", i/1000))
+		p := filepath.Join(dir, fmt.Sprintf("f%06d", i))
+		if i%1000 == 0 {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := os.ReadFile(p); err != nil {
 			b.Fatal(err)
 		}
 	}
-	text, _ := scrape(b, addr)
+	// Measure the steady state: nothing left for the index.
+	var text string
+	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(time.Second) {
+		text, _ = scrape(b, addr)
+		mfs := parseMetrics(b, text)
+		if p, _ := metricSum(mfs, "disgrafs_tagger_index_pending", nil); p == 0 {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatalf("%v index changes still pending", p)
+		}
+	}
 	series := 0
 	for _, l := range strings.Split(text, "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
@@ -582,6 +613,7 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	b.ReportMetric(float64(series), "series")
 	b.ReportMetric(float64(len(text)), "bytes/scrape")
+	b.ReportMetric(float64(files), "files")
 }
 
 func freePortB(b *testing.B) int {
