@@ -67,6 +67,7 @@ type Daemon struct {
 	cache   *cacheState
 	bg      context.Context
 	stopBg  context.CancelFunc
+	obs     observer
 
 	stop chan control.UnmountRequest
 }
@@ -184,6 +185,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if d.tags != nil {
 		d.tags.paths = newPathResolver(d.vol.Meta, d.fs.NamespaceGen)
 	}
+	if err := d.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if d.tags != nil && d.tags.auto != nil {
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })
@@ -205,7 +209,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	d.runCache()
 
 	if cfg.MetricsAddr != "" {
-		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg.Registry)
+		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +217,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.ctl = control.NewServer()
 	d.registerControl()
+	d.registerObsControl()
 	if d.tags != nil {
 		d.registerTagControl()
 	}
@@ -309,6 +314,9 @@ func (d *Daemon) Status() control.Status {
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
 		Cache:       d.cacheInfo(),
+		Instance:    d.reg.Labels[metrics.LabelInstance],
+		FUSE:        d.fuseInfo(),
+		Sections:    d.statusSections(context.Background()),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
