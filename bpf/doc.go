@@ -30,7 +30,9 @@
 // [InodeCounts.Split] then gives bytes by source: passthrough = Passthrough
 // bytes, daemon = Direct bytes + MissBytes, page cache = Cached bytes -
 // MissBytes. A read that waits for a page another thread's (or an earlier
-// asynchronous) readahead is still fetching counts as page cache. Every FUSE
+// asynchronous) readahead is still fetching counts as page cache; a read that
+// starts asynchronous readahead and sees its reply before it returns counts
+// (up to its size) as daemon. Every FUSE
 // READ reply is in FuseReads/FuseReadBytes whoever caused it (readahead,
 // mmap faults). A caller that knows more (the daemon counts what it serves
 // itself, the cache knows which inodes it opened through passthrough) can

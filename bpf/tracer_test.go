@@ -241,8 +241,10 @@ func TestExactCounts(t *testing.T) {
 			}
 		case Cached:
 			// The first read (3000 bytes) misses and waits; readahead brings
-			// the rest of the 48 KiB file, so the other reads hit the cache.
-			if got.FuseReads == 0 || s.Daemon != 3000 || s.PageCache != w.bytes-3000 {
+			// the rest of the 48 KiB file, so later reads hit the cache. The
+			// second read may start the asynchronous readahead and see its
+			// reply before it returns, which charges it to the daemon too.
+			if got.FuseReads == 0 || s.Daemon < 3000 || s.Daemon > 6000 || s.PageCache < w.bytes-6000 {
 				t.Errorf("%s: want the first read (3000 bytes) from the daemon and the rest from the page cache: %+v split %+v", name, got, s)
 			}
 		}
