@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,6 +44,11 @@ func Load(ctx context.Context, o Options) (_ *Tracer, err error) {
 	}
 	if o.Dev == 0 {
 		return nil, &LoadError{Reason: ReasonOther, Err: errors.New("no device number given")}
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones
+	// use memory cgroups and this does nothing.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, classify(err, "raise RLIMIT_MEMLOCK")
 	}
 	spec, err := loadReads()
 	if err != nil {
@@ -105,15 +111,15 @@ func (t *Tracer) Close() error {
 }
 
 // ProgramIDs are the kernel ids of the loaded programs (for leak checks).
-func (t *Tracer) ProgramIDs() []ebpf.ProgramID {
-	var ids []ebpf.ProgramID
+func (t *Tracer) ProgramIDs() []uint32 {
+	var ids []uint32
 	for _, p := range []*ebpf.Program{t.objs.OnSysEnter, t.objs.OnSysExit, t.objs.OnFuseSend, t.objs.OnFuseEnd} {
 		if p == nil {
 			continue
 		}
 		if info, err := p.Info(); err == nil {
 			if id, ok := info.ID(); ok {
-				ids = append(ids, id)
+				ids = append(ids, uint32(id))
 			}
 		}
 	}

@@ -337,7 +337,7 @@ func TestExactCounts(t *testing.T) {
 	for _, id := range ids {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			p, err := ebpf.NewProgramFromID(id)
+			p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
 			if err != nil {
 				break
 			}

@@ -164,5 +164,6 @@ type Drained struct {
 // Source is what the daemon consumes; *Tracer implements it.
 type Source interface {
 	Drain() (Drained, error)
+	ProgramIDs() []uint32
 	Close() error
 }

@@ -21,3 +21,6 @@ func (t *Tracer) Drain() (Drained, error) { return Drained{}, errors.New("bpf: u
 
 // Close does nothing.
 func (t *Tracer) Close() error { return nil }
+
+// ProgramIDs is empty: nothing is loaded.
+func (t *Tracer) ProgramIDs() []uint32 { return nil }

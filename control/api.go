@@ -22,6 +22,28 @@ type Status struct {
 	Uptime      float64           `json:"uptime_seconds"`
 	Ops         map[string]uint64 `json:"ops"`
 	Tags        *TagInfo          `json:"tags,omitempty"`
+	BPF         *BPFInfo          `json:"bpf,omitempty"`
+}
+
+// BPFInfo is the eBPF read accounting part of the status.
+type BPFInfo struct {
+	Mode    string `json:"mode"` // off, auto or on
+	Enabled bool   `json:"enabled"`
+	// Reason says why it is not enabled.
+	Reason string `json:"reason,omitempty"`
+	// Error is the last drain error, if the last drain failed.
+	Error     string `json:"error,omitempty"`
+	ReadCalls uint64 `json:"read_calls"`
+	ReadBytes struct {
+		Passthrough uint64 `json:"passthrough"`
+		PageCache   uint64 `json:"page_cache"`
+		Daemon      uint64 `json:"daemon"`
+	} `json:"read_bytes"`
+	OpenEvents uint64 `json:"open_events"`
+	// Lost counts reads and events the kernel side had to drop (full maps).
+	Lost uint64 `json:"lost"`
+	// ProgramIDs are the kernel ids of the attached programs.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
 }
 
 // TagInfo is the tags part of the status.

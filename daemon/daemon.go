@@ -47,6 +47,7 @@ type Config struct {
 	FS              fusefs.Options
 	FuseDevice      string // /dev/fuse unless a test says otherwise
 	Tags            TagsConfig
+	BPF             string // --bpf: off, auto (default) or on
 }
 
 // Daemon is a running mount.
@@ -63,6 +64,7 @@ type Daemon struct {
 	lock    *os.File
 	started time.Time
 	tags    *tagState
+	bpf     *bpfState
 	bg      context.Context
 	stopBg  context.CancelFunc
 
@@ -193,6 +195,11 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		return nil, fmt.Errorf("mount did not come up: %w", err)
 	}
 
+	if err := d.startBPF(ctx); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, d.stopBPF)
+
 	if cfg.MetricsAddr != "" {
 		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg.Registry)
 		if err != nil {
@@ -298,6 +305,7 @@ func (d *Daemon) Status() control.Status {
 		Uptime:      time.Since(d.started).Seconds(),
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
+		BPF:         d.bpfInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -387,6 +395,7 @@ func (d *Daemon) shutdown() error {
 		}
 		scancel()
 	}
+	d.stopBPF()
 	d.stopBg()
 	err := d.vol.Close()
 	if d.tags != nil {
