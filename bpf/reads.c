@@ -20,7 +20,8 @@
 char LICENSE[] SEC("license") = "GPL";
 
 // Set by the loader before the programs load.
-volatile const __u32 target_dev; // st_dev of the mount (kernel encoding, see new_encode_dev)
+volatile const __u32 target_dev; // s_dev of the mount (the kernel's MKDEV encoding)
+volatile const __u8 per_process = 1; // also count per (inode, process)
 
 // Syscall numbers (x86_64; the object is built for amd64 only).
 #define NR_READ 0
@@ -84,16 +85,28 @@ struct fuse_op_stats {
 	__u64 buckets[LAT_BUCKETS]; // bucket b: duration < 2^(b+10) ns; the last one is open-ended
 };
 
+// The read system call a thread is in, kept in task-local storage (no hash
+// lookup on the hot path).
 struct pending_read {
 	__u64 ino;
-	__u64 fetched; // FUSE READ reply bytes this read sent for and waited on
+	__u64 nodeid;
 	__u32 class;
+	__u32 active; // between sys_enter and sys_exit of a read of ours
+	__u32 sent;   // it sent a FUSE READ: see the fetched map
+	__u32 seq;    // counts the thread's reads, to ignore late replies
+};
+
+struct fetch {
+	__u64 bytes;
+	__u32 seq;
 	__u32 pad;
 };
 
 struct req_start {
 	__u64 ns;
 	__u64 pid_tgid; // the thread that sent the request
+	__u32 reader;   // 1: sent by a read system call of the same node
+	__u32 seq;      // that read's pending_read.seq
 };
 
 // Counter slots of the stats map.
@@ -101,6 +114,7 @@ enum {
 	DG_STAT_INODE_FULL = 0,   // an inode could not be added: inode_reads is full
 	DG_STAT_EVENTS_LOST = 1,  // the ring buffer was full
 	DG_STAT_PENDING_FULL = 2, // too many reads in flight
+	DG_STAT_REQS_FULL = 3,    // too many FUSE requests in flight
 	DG_NR_STATS = 4,
 };
 
@@ -133,14 +147,25 @@ struct {
 } stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); // pid_tgid
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct pending_read);
 } pending SEC(".maps");
 
+// FUSE READ reply bytes a thread's current read waited for (only threads
+// whose read sent one: page cache misses).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); // pid_tgid
+	__type(value, struct fetch);
+} fetched SEC(".maps");
+
+// Every request ends (aborted ones too), so a plain hash does not leak; it
+// is much cheaper to update than an LRU hash.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u64); // struct fuse_req address
 	__type(value, struct req_start);
@@ -170,21 +195,26 @@ static __always_inline void bump(__u32 slot)
 		__sync_fetch_and_add(v, 1);
 }
 
+// Loads through BTF pointers (tracepoint arguments, bpf_get_current_task_btf,
+// bpf_rdonly_cast) compile to plain loads guarded by the exception table, far
+// cheaper than a bpf_probe_read_kernel call each: on the read path every
+// nanosecond is paid by every read system call of the machine.
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 // file_of returns the struct file behind fd in the current task, or NULL.
 static __always_inline struct file *file_of(long fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct fdtable *fdt = task->files->fdt;
 	if (!fdt || fd < 0)
 		return NULL;
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned long)fd >= max)
+	if ((unsigned long)fd >= fdt->max_fds)
 		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds = fdt->fd;
 	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
 		return NULL;
-	return f;
+	return bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
 }
 
 // ours returns the inode number of f if f is on the traced mount, else 0.
@@ -192,24 +222,23 @@ static __always_inline __u64 ours(struct file *f)
 {
 	if (!f)
 		return 0;
-	struct inode *inode = BPF_CORE_READ(f, f_inode);
-	if (!inode)
+	struct inode *inode = f->f_inode;
+	if (!inode || inode->i_sb->s_dev != target_dev)
 		return 0;
-	if (BPF_CORE_READ(inode, i_sb, s_dev) != target_dev)
-		return 0;
-	return BPF_CORE_READ(inode, i_ino);
+	return inode->i_ino;
 }
 
 // classify tells how reads of a FUSE file are served. private_data of a FUSE
 // regular file is its struct fuse_file.
 static __always_inline __u32 classify(struct file *f)
 {
-	struct fuse_file *ff = BPF_CORE_READ(f, private_data);
-	if (!ff)
+	void *pd = f->private_data;
+	if (!pd)
 		return DG_CLASS_CACHED;
-	if (bpf_core_field_exists(ff->passthrough) && BPF_CORE_READ(ff, passthrough))
+	struct fuse_file *ff = bpf_rdonly_cast(pd, bpf_core_type_id_kernel(struct fuse_file));
+	if (bpf_core_field_exists(ff->passthrough) && ff->passthrough)
 		return DG_CLASS_PASSTHROUGH;
-	if (BPF_CORE_READ(ff, open_flags) & FOPEN_DIRECT_IO_FLAG)
+	if (ff->open_flags & FOPEN_DIRECT_IO_FLAG)
 		return DG_CLASS_DIRECT;
 	return DG_CLASS_CACHED;
 }
@@ -231,20 +260,28 @@ int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
 	if (!is_read(id))
 		return 0;
-	long fd = (long)(int)PT_REGS_PARM1_CORE_SYSCALL(regs);
+	long fd = (long)(int)regs->di; // first argument (x86_64)
 	struct file *f = file_of(fd);
 	__u64 ino = ours(f);
 	if (!ino)
 		return 0;
 	// struct fuse_inode starts with its struct inode.
-	struct fuse_inode *fi = (struct fuse_inode *)BPF_CORE_READ(f, f_inode);
-	__u64 nodeid = BPF_CORE_READ(fi, nodeid);
+	struct fuse_inode *fi = bpf_rdonly_cast(f->f_inode, bpf_core_type_id_kernel(struct fuse_inode));
+	__u64 nodeid = fi->nodeid;
 	if (nodeid != ino && nodeid)
 		bpf_map_update_elem(&node_ino, &nodeid, &ino, BPF_ANY);
-	struct pending_read p = {.ino = ino, .class = classify(f)};
-	__u64 key = bpf_get_current_pid_tgid();
-	if (bpf_map_update_elem(&pending, &key, &p, BPF_ANY))
+	struct pending_read *p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0,
+						      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!p) {
 		bump(DG_STAT_PENDING_FULL);
+		return 0;
+	}
+	p->ino = ino;
+	p->nodeid = nodeid;
+	p->class = classify(f);
+	p->sent = 0;
+	p->seq++;
+	p->active = 1;
 	return 0;
 }
 
@@ -264,24 +301,33 @@ static __always_inline struct inode_stats *inode_entry(__u64 ino)
 
 static __always_inline void account_read(long ret)
 {
-	__u64 key = bpf_get_current_pid_tgid();
-	struct pending_read *p = bpf_map_lookup_elem(&pending, &key);
-	if (!p)
+	struct pending_read *p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+	if (!p || !p->active)
 		return;
+	p->active = 0;
 	__u64 ino = p->ino;
 	__u32 class = p->class;
-	if (ret < 0 || class >= DG_NR_CLASSES) {
-		bpf_map_delete_elem(&pending, &key);
-		return;
+	__u64 key = bpf_get_current_pid_tgid();
+	__u64 got = 0;
+	if (p->sent) {
+		struct fetch *v = bpf_map_lookup_elem(&fetched, &key);
+		if (v && v->seq == p->seq)
+			got = v->bytes;
+		bpf_map_delete_elem(&fetched, &key);
 	}
+	if (ret < 0 || class >= DG_NR_CLASSES)
+		return;
 	struct inode_stats *s = inode_entry(ino);
-	__u64 fetched = p->fetched < (__u64)ret ? p->fetched : (__u64)ret;
+	if (got > (__u64)ret)
+		got = ret;
 	if (s) {
 		__sync_fetch_and_add(&s->calls[class], 1);
 		__sync_fetch_and_add(&s->bytes[class], ret);
-		if (class == DG_CLASS_CACHED && fetched)
-			__sync_fetch_and_add(&s->miss_bytes, fetched);
+		if (class == DG_CLASS_CACHED && got)
+			__sync_fetch_and_add(&s->miss_bytes, got);
 	}
+	if (!per_process)
+		return;
 	struct proc_key pk = {.ino = ino, .tgid = key >> 32};
 	struct proc_stats *ps = bpf_map_lookup_elem(&proc_reads, &pk);
 	if (!ps) {
@@ -293,7 +339,6 @@ static __always_inline void account_read(long ret)
 		__sync_fetch_and_add(&ps->calls, 1);
 		__sync_fetch_and_add(&ps->bytes, ret);
 	}
-	bpf_map_delete_elem(&pending, &key);
 }
 
 static __always_inline void account_open(long ret)
@@ -315,7 +360,7 @@ static __always_inline void account_open(long ret)
 	e->pid = (__u32)id;
 	e->tgid = id >> 32;
 	e->uid = (__u32)bpf_get_current_uid_gid();
-	e->flags = BPF_CORE_READ(f, f_flags);
+	e->flags = f->f_flags;
 	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
@@ -323,7 +368,7 @@ static __always_inline void account_open(long ret)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	long nr = regs->orig_ax;
 	if (is_read(nr))
 		account_read(ret);
 	else if (is_open(nr))
@@ -333,7 +378,7 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 
 static __always_inline int fuse_req_ours(const struct fuse_req *req)
 {
-	return BPF_CORE_READ(req, fm, sb, s_dev) == target_dev;
+	return req->fm->sb->s_dev == target_dev;
 }
 
 SEC("tp_btf/fuse_request_send")
@@ -343,7 +388,18 @@ int BPF_PROG(on_fuse_send, const struct fuse_req *req)
 		return 0;
 	__u64 key = (__u64)req;
 	struct req_start st = {.ns = bpf_ktime_get_ns(), .pid_tgid = bpf_get_current_pid_tgid()};
-	bpf_map_update_elem(&fuse_start, &key, &st, BPF_ANY);
+	if (req->in.h.opcode == FUSE_READ_OP) {
+		// Sent from inside a read system call of the same node: a miss, or
+		// the readahead it started.
+		struct pending_read *p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
+		if (p && p->active && p->nodeid == req->in.h.nodeid) {
+			p->sent = 1;
+			st.reader = 1;
+			st.seq = p->seq;
+		}
+	}
+	if (bpf_map_update_elem(&fuse_start, &key, &st, BPF_ANY))
+		bump(DG_STAT_REQS_FULL);
 	return 0;
 }
 
@@ -374,10 +430,12 @@ int BPF_PROG(on_fuse_end, const struct fuse_req *req)
 		return 0;
 	__u64 dur = bpf_ktime_get_ns() - start->ns;
 	__u64 sender = start->pid_tgid;
+	__u32 reader = start->reader;
+	__u32 seq = start->seq;
 	bpf_map_delete_elem(&fuse_start, &key);
 
-	__u32 op = BPF_CORE_READ(req, in.h.opcode);
-	int err = BPF_CORE_READ(req, out.h.error);
+	__u32 op = req->in.h.opcode;
+	int err = req->out.h.error;
 	__u32 idx = op < MAX_OPCODES ? op : 0;
 	struct fuse_op_stats *s = bpf_map_lookup_elem(&fuse_ops, &idx);
 	if (s) {
@@ -390,9 +448,9 @@ int BPF_PROG(on_fuse_end, const struct fuse_req *req)
 			__sync_fetch_and_add(&s->buckets[b], 1);
 	}
 	if (op == FUSE_READ_OP && !err) {
-		__u32 len = BPF_CORE_READ(req, out.h.len);
+		__u32 len = req->out.h.len;
 		__u64 n = len > sizeof(struct fuse_out_header) ? len - sizeof(struct fuse_out_header) : 0;
-		__u64 nodeid = BPF_CORE_READ(req, in.h.nodeid);
+		__u64 nodeid = req->in.h.nodeid;
 		__u64 *mapped = bpf_map_lookup_elem(&node_ino, &nodeid);
 		__u64 ino = mapped ? *mapped : nodeid;
 		struct inode_stats *is = inode_entry(ino);
@@ -402,9 +460,17 @@ int BPF_PROG(on_fuse_end, const struct fuse_req *req)
 		}
 		// A read system call that sent this request (a miss, or the
 		// synchronous readahead it started) and still waits for it.
-		struct pending_read *p = bpf_map_lookup_elem(&pending, &sender);
-		if (p && p->ino == ino)
-			__sync_fetch_and_add(&p->fetched, n);
+		if (reader) {
+			struct fetch *v = bpf_map_lookup_elem(&fetched, &sender);
+			if (v && v->seq == seq) {
+				__sync_fetch_and_add(&v->bytes, n);
+			} else {
+				// First reply for this read; an entry left by a reply
+				// that came after its read returned is replaced.
+				struct fetch f = {.bytes = n, .seq = seq};
+				bpf_map_update_elem(&fetched, &sender, &f, BPF_ANY);
+			}
+		}
 	}
 	return 0;
 }

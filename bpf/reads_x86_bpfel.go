@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type readsFetch struct {
+	_     structs.HostLayout
+	Bytes uint64
+	Seq   uint32
+	Pad   uint32
+}
+
 type readsFuseOpStats struct {
 	_       structs.HostLayout
 	Count   uint64
@@ -42,11 +49,13 @@ type readsOpenEvent struct {
 }
 
 type readsPendingRead struct {
-	_       structs.HostLayout
-	Ino     uint64
-	Fetched uint64
-	Class   uint32
-	Pad     uint32
+	_      structs.HostLayout
+	Ino    uint64
+	Nodeid uint64
+	Class  uint32
+	Active uint32
+	Sent   uint32
+	Seq    uint32
 }
 
 type readsProcKey struct {
@@ -66,12 +75,15 @@ type readsReqStart struct {
 	_       structs.HostLayout
 	Ns      uint64
 	PidTgid uint64
+	Reader  uint32
+	Seq     uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	readsMapFetched         = "fetched"
 	readsMapFuseOps         = "fuse_ops"
 	readsMapFuseStart       = "fuse_start"
 	readsMapInodeReads      = "inode_reads"
@@ -84,6 +96,7 @@ const (
 	readsProgOnFuseSend     = "on_fuse_send"
 	readsProgOnSysEnter     = "on_sys_enter"
 	readsProgOnSysExit      = "on_sys_exit"
+	readsVarPerProcess      = "per_process"
 	readsVarTargetDev       = "target_dev"
 	readsVarUnusedOpenEvent = "unused_open_event"
 )
@@ -140,6 +153,7 @@ type readsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type readsMapSpecs struct {
+	Fetched    *ebpf.MapSpec `ebpf:"fetched"`
 	FuseOps    *ebpf.MapSpec `ebpf:"fuse_ops"`
 	FuseStart  *ebpf.MapSpec `ebpf:"fuse_start"`
 	InodeReads *ebpf.MapSpec `ebpf:"inode_reads"`
@@ -154,6 +168,7 @@ type readsMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type readsVariableSpecs struct {
+	PerProcess      *ebpf.VariableSpec `ebpf:"per_process"`
 	TargetDev       *ebpf.VariableSpec `ebpf:"target_dev"`
 	UnusedOpenEvent *ebpf.VariableSpec `ebpf:"unused_open_event"`
 }
@@ -178,6 +193,7 @@ func (o *readsObjects) Close() error {
 //
 // It can be passed to loadReadsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type readsMaps struct {
+	Fetched    *ebpf.Map `ebpf:"fetched"`
 	FuseOps    *ebpf.Map `ebpf:"fuse_ops"`
 	FuseStart  *ebpf.Map `ebpf:"fuse_start"`
 	InodeReads *ebpf.Map `ebpf:"inode_reads"`
@@ -190,6 +206,7 @@ type readsMaps struct {
 
 func (m *readsMaps) Close() error {
 	return _ReadsClose(
+		m.Fetched,
 		m.FuseOps,
 		m.FuseStart,
 		m.InodeReads,
@@ -205,6 +222,7 @@ func (m *readsMaps) Close() error {
 //
 // It can be passed to loadReadsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type readsVariables struct {
+	PerProcess      *ebpf.Variable `ebpf:"per_process"`
 	TargetDev       *ebpf.Variable `ebpf:"target_dev"`
 	UnusedOpenEvent *ebpf.Variable `ebpf:"unused_open_event"`
 }

@@ -59,6 +59,11 @@ func Load(ctx context.Context, o Options) (_ *Tracer, err error) {
 	if err := spec.Variables["target_dev"].Set(kdev); err != nil {
 		return nil, &LoadError{Reason: ReasonOther, Err: fmt.Errorf("set the device: %w", err)}
 	}
+	if o.NoPerProcess {
+		if err := spec.Variables["per_process"].Set(uint8(0)); err != nil {
+			return nil, &LoadError{Reason: ReasonOther, Err: fmt.Errorf("set per_process: %w", err)}
+		}
+	}
 	t := &Tracer{prevInode: map[uint64]InodeCounts{}, prevProc: map[readsProcKey]readsProcStats{}}
 	defer func() {
 		if err != nil {
@@ -296,7 +301,7 @@ func (t *Tracer) fuseOps() ([]FuseOp, error) {
 
 func (t *Tracer) lost() (Lost, error) {
 	var l Lost
-	dst := []*uint64{&l.InodesFull, &l.OpenEvents, &l.PendingReads}
+	dst := []*uint64{&l.InodesFull, &l.OpenEvents, &l.PendingReads, &l.FuseRequests}
 	var vals []uint64
 	for i, p := range dst {
 		if err := t.objs.Stats.Lookup(uint32(i), &vals); err != nil {

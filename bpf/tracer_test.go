@@ -20,7 +20,7 @@ import (
 )
 
 // need skips, or fails under DISGRAFS_REQUIRE_ALL=1, when a prerequisite is missing.
-func need(t *testing.T, ok bool, why string) {
+func need(t testing.TB, ok bool, why string) {
 	t.Helper()
 	if ok {
 		return
@@ -63,7 +63,7 @@ func (n *classNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 }
 
 // mountLoopback serves dir at a new mountpoint with classNode files.
-func mountLoopback(t *testing.T, dir string) string {
+func mountLoopback(t testing.TB, dir string) string {
 	t.Helper()
 	need(t, os.Geteuid() == 0, "needs root to mount FUSE and load BPF")
 	_, err := os.Stat("/dev/fuse")
@@ -79,7 +79,11 @@ func mountLoopback(t *testing.T, dir string) string {
 	}
 	root.Dev = uint64(st.Dev)
 	root.RootNode = root.NewNode(root, nil, "", &st)
-	srv, err := fs.Mount(mnt, root.RootNode, &fs.Options{MountOptions: fuse.MountOptions{DirectMount: true, FsName: "bpftest"}})
+	hour := time.Hour
+	srv, err := fs.Mount(mnt, root.RootNode, &fs.Options{
+		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "bpftest"},
+		AttrTimeout:  &hour, EntryTimeout: &hour,
+	})
 	if err != nil {
 		t.Fatalf("mount: %v", err)
 	}
@@ -91,7 +95,7 @@ func mountLoopback(t *testing.T, dir string) string {
 	return mnt
 }
 
-func devOf(t *testing.T, path string) (dev, ino uint64) {
+func devOf(t testing.TB, path string) (dev, ino uint64) {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(path, &st); err != nil {

@@ -28,6 +28,9 @@ func (c Class) String() string {
 type Options struct {
 	// Dev is the mount's device number as stat(2) reports it in st_dev.
 	Dev uint64
+	// NoPerProcess turns the per (inode, process) counters off, which saves
+	// an LRU map update on every read of the mount.
+	NoPerProcess bool
 }
 
 // InodeCounts are read counters of one inode (cumulative or a delta).
@@ -149,7 +152,8 @@ type FuseOp struct {
 type Lost struct {
 	InodesFull   uint64 // reads of inodes that did not fit the inode map
 	OpenEvents   uint64 // open events dropped on a full ring buffer
-	PendingReads uint64 // reads not counted: too many in flight
+	PendingReads uint64 // reads not counted: no task storage for them
+	FuseRequests uint64 // FUSE requests not timed: too many in flight
 }
 
 // Drained is the result of one Drain.

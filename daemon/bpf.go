@@ -174,7 +174,7 @@ func (s *bpfState) drain(d *Daemon) {
 	s.totals.ReadBytes.Daemon += sum.Daemon
 	s.totals.ReadCalls += calls[0] + calls[1] + calls[2]
 	s.totals.OpenEvents += uint64(len(dr.Opens))
-	s.totals.Lost = dr.Lost.InodesFull + dr.Lost.OpenEvents + dr.Lost.PendingReads
+	s.totals.Lost = dr.Lost.InodesFull + dr.Lost.OpenEvents + dr.Lost.PendingReads + dr.Lost.FuseRequests
 	s.lastErr = ""
 	sinks := s.sinks
 	s.mu.Unlock()
