@@ -34,7 +34,12 @@ func need(t testing.TB, ok bool, why string) {
 // classNode is a loopback node whose files are opened by name prefix:
 // "pt-" through passthrough, "direct-" with FOPEN_DIRECT_IO, others through
 // the page cache (the daemon serves misses).
-type classNode struct{ fs.LoopbackNode }
+type classNode struct{ *fs.LoopbackNode }
+
+// WrapChild makes every node of the tree a classNode.
+func (n *classNode) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &classNode{ops.(*fs.LoopbackNode)}
+}
 
 // noPassthrough hides LoopbackFile's PassthroughFd, so go-fuse serves reads itself.
 type noPassthrough struct {
@@ -69,18 +74,13 @@ func mountLoopback(t testing.TB, dir string) string {
 	_, err := os.Stat("/dev/fuse")
 	need(t, err == nil, "no /dev/fuse")
 	mnt := t.TempDir()
-	root := &fs.LoopbackRoot{Path: dir}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &classNode{fs.LoopbackNode{RootData: r}}
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
+	rootOps, err := fs.NewLoopbackRoot(dir)
+	if err != nil {
 		t.Fatal(err)
 	}
-	root.Dev = uint64(st.Dev)
-	root.RootNode = root.NewNode(root, nil, "", &st)
+	root := &classNode{rootOps.(*fs.LoopbackNode)}
 	hour := time.Hour
-	srv, err := fs.Mount(mnt, root.RootNode, &fs.Options{
+	srv, err := fs.Mount(mnt, root, &fs.Options{
 		MountOptions: fuse.MountOptions{DirectMount: true, FsName: "bpftest"},
 		AttrTimeout:  &hour, EntryTimeout: &hour,
 	})

@@ -26,9 +26,6 @@ const (
 // the daemon in between, whatever the read rate.
 const bpfDrainInterval = time.Second
 
-// bpfSink consumes what each drain found (cache recency, co-access learning).
-type bpfSink func(bpf.Drained)
-
 // bpfState is the daemon's eBPF read accounting: the tracer when it loaded,
 // the reason when not, and the metrics fed from it.
 type bpfState struct {
@@ -43,7 +40,7 @@ type bpfState struct {
 	fuse      *fuseCollector
 
 	mu      sync.Mutex
-	sinks   []bpfSink
+	sinks   []func(bpf.Drained)
 	totals  control.BPFInfo // cumulative, for status
 	lastErr string
 
@@ -111,8 +108,10 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 	return nil
 }
 
-// addBPFSink registers a consumer of every drain (cache, prefetcher).
-func (d *Daemon) addBPFSink(f bpfSink) {
+// AddBPFSink registers a consumer of every drain (cache recency, the
+// co-access learner of the prefetcher). It runs on the drain goroutine, once
+// per interval, and must not block. Nothing is called when eBPF is off.
+func (d *Daemon) AddBPFSink(f func(bpf.Drained)) {
 	if d.bpf == nil {
 		return
 	}
