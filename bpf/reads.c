@@ -118,13 +118,18 @@ enum {
 	DG_NR_STATS = 4,
 };
 
+// Not preallocated: a per-CPU value of every possible entry would take
+// 65536 x 80 bytes per CPU.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct inode_stats);
 } inode_reads SEC(".maps");
 
+// LRU maps are preallocated: the loader shrinks this one on machines with
+// many CPUs.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, 16384);
@@ -175,7 +180,7 @@ struct {
 // uses the inode number as node id, so this stays empty there).
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, __u64);
 } node_ino SEC(".maps");
@@ -243,6 +248,15 @@ static __always_inline __u32 classify(struct file *f)
 	return DG_CLASS_CACHED;
 }
 
+#define TS_COMPAT_FLAG 0x0002 // x86: the task is in a 32-bit system call
+
+// compat tells a 32-bit system call (other numbers and registers): not counted.
+static __always_inline int compat(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return bpf_core_field_exists(task->thread_info.status) && (task->thread_info.status & TS_COMPAT_FLAG);
+}
+
 static __always_inline int is_read(long nr)
 {
 	return nr == NR_READ || nr == NR_PREAD64 || nr == NR_READV || nr == NR_PREADV || nr == NR_PREADV2;
@@ -258,7 +272,7 @@ static __always_inline int is_open(long nr)
 SEC("tp_btf/sys_enter")
 int BPF_PROG(on_sys_enter, struct pt_regs *regs, long id)
 {
-	if (!is_read(id))
+	if (!is_read(id) || compat())
 		return 0;
 	long fd = (long)(int)regs->di; // first argument (x86_64)
 	struct file *f = file_of(fd);
@@ -370,8 +384,8 @@ int BPF_PROG(on_sys_exit, struct pt_regs *regs, long ret)
 {
 	long nr = regs->orig_ax;
 	if (is_read(nr))
-		account_read(ret);
-	else if (is_open(nr))
+		account_read(ret); // only reads its sys_enter kept
+	else if (is_open(nr) && !compat())
 		account_open(ret);
 	return 0;
 }

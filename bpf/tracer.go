@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -58,6 +59,11 @@ func Load(ctx context.Context, o Options) (_ *Tracer, err error) {
 	kdev := unix.Major(o.Dev)<<20 | unix.Minor(o.Dev)
 	if err := spec.Variables["target_dev"].Set(kdev); err != nil {
 		return nil, &LoadError{Reason: ReasonOther, Err: fmt.Errorf("set the device: %w", err)}
+	}
+	// Per-process counters are preallocated per CPU: keep them near 8 MiB.
+	if ms := spec.Maps["proc_reads"]; ms != nil {
+		n := uint32(8 << 20 / (24 * max(runtime.NumCPU(), 1)))
+		ms.MaxEntries = min(max(n, 1024), ms.MaxEntries)
 	}
 	if o.NoPerProcess {
 		if err := spec.Variables["per_process"].Set(uint8(0)); err != nil {

@@ -105,7 +105,8 @@ type InodeDelta struct {
 }
 
 // ProcDelta is what one process read of one inode since the previous Drain.
-// Per-process entries are kept in an LRU map of 16384 entries: under pressure
+// Per-process entries are kept in an LRU map of 16384 entries (fewer on
+// machines with more than 21 CPUs, to stay near 8 MiB): under pressure
 // the least recently used are evicted and their counts lost (the per-inode
 // counts stay exact).
 type ProcDelta struct {
