@@ -26,7 +26,7 @@ require (
 	gopkg.in/yaml.v3 v3.0.1
 )
 
-require github.com/cilium/ebpf v0.22.0 // indirect
+require github.com/cilium/ebpf v0.22.0
 
 require (
 	cel.dev/expr v0.25.1 // indirect
@@ -251,7 +251,7 @@ require (
 	golang.org/x/oauth2 v0.34.0 // indirect
 	golang.org/x/sync v0.20.0 // indirect
 	golang.org/x/sys v0.43.0 // indirect
-	golang.org/x/term v0.41.0 // indirect
+	golang.org/x/term v0.41.0
 	golang.org/x/text v0.35.0 // indirect
 	golang.org/x/time v0.8.0 // indirect
 	golang.org/x/xerrors v0.0.0-20231012003039-104605ab7028 // indirect

@@ -85,3 +85,38 @@ type UnmountRequest struct {
 	// them until they are closed, then exits.
 	Lazy bool `json:"lazy"`
 }
+
+// BPFTop is the reply of GET /v1/bpf/top: what the last eBPF drain interval saw.
+type BPFTop struct {
+	Enabled  bool    `json:"enabled"`
+	Reason   string  `json:"reason,omitempty"`
+	Interval float64 `json:"interval_seconds"` // length of the interval below
+	// Bytes applications read in the interval, by source.
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+	ReadCalls   uint64 `json:"read_calls"`
+	Opens       uint64 `json:"opens"`
+	// Files by bytes read in the interval, hottest first.
+	Files []BPFFile `json:"files"`
+	// FUSE requests in the interval, by opcode.
+	Fuse []BPFFuseOp `json:"fuse"`
+}
+
+// BPFFile is one file of BPFTop.
+type BPFFile struct {
+	Ino         uint64 `json:"ino"`
+	Path        string `json:"path,omitempty"`
+	Calls       uint64 `json:"calls"`
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+}
+
+// BPFFuseOp is one opcode of BPFTop.
+type BPFFuseOp struct {
+	Op      string  `json:"op"`
+	Count   uint64  `json:"count"`
+	Errors  uint64  `json:"errors"`
+	AvgSecs float64 `json:"avg_seconds"`
+}

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/juicedata/juicefs/pkg/meta"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
@@ -39,10 +41,13 @@ type bpfState struct {
 	opens     prometheus.Counter
 	fuse      *fuseCollector
 
-	mu      sync.Mutex
-	sinks   []func(bpf.Drained)
-	totals  control.BPFInfo // cumulative, for status
-	lastErr string
+	mu       sync.Mutex
+	sinks    []func(bpf.Drained)
+	totals   control.BPFInfo // cumulative, for status
+	lastErr  string
+	last     control.BPFTop // the last interval, for top
+	lastAt   time.Time
+	prevFuse map[uint32]bpf.FuseOp
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -167,7 +172,9 @@ func (s *bpfState) drain(d *Daemon) {
 	s.opens.Add(float64(len(dr.Opens)))
 	s.fuse.set(dr.Fuse)
 
+	top := s.topOf(dr, sum, calls)
 	s.mu.Lock()
+	s.last = top
 	s.totals.ReadBytes.Passthrough += sum.Passthrough
 	s.totals.ReadBytes.PageCache += sum.PageCache
 	s.totals.ReadBytes.Daemon += sum.Daemon
@@ -180,6 +187,68 @@ func (s *bpfState) drain(d *Daemon) {
 	for _, f := range sinks {
 		f(dr)
 	}
+}
+
+// topFiles is how many files GET bpf/top lists.
+const topFiles = 20
+
+// topOf summarises one drain for 'disgrafs top'. Paths are resolved when asked.
+func (s *bpfState) topOf(dr bpf.Drained, sum bpf.Split, calls [3]uint64) control.BPFTop {
+	now := time.Now()
+	t := control.BPFTop{
+		Enabled: true, Passthrough: sum.Passthrough, PageCache: sum.PageCache, Daemon: sum.Daemon,
+		ReadCalls: calls[0] + calls[1] + calls[2], Opens: uint64(len(dr.Opens)),
+	}
+	if !s.lastAt.IsZero() {
+		t.Interval = now.Sub(s.lastAt).Seconds()
+	}
+	s.lastAt = now
+	for _, in := range dr.Inodes {
+		sp := in.Split()
+		if in.ReadCalls() == 0 {
+			continue
+		}
+		t.Files = append(t.Files, control.BPFFile{Ino: in.Ino, Calls: in.ReadCalls(), Passthrough: sp.Passthrough, PageCache: sp.PageCache, Daemon: sp.Daemon})
+	}
+	bytesOf := func(f control.BPFFile) uint64 { return f.Passthrough + f.PageCache + f.Daemon }
+	sort.Slice(t.Files, func(i, j int) bool { return bytesOf(t.Files[i]) > bytesOf(t.Files[j]) })
+	if len(t.Files) > topFiles {
+		t.Files = t.Files[:topFiles]
+	}
+	cur := make(map[uint32]bpf.FuseOp, len(dr.Fuse))
+	for _, op := range dr.Fuse {
+		cur[op.Opcode] = op
+		prev := s.prevFuse[op.Opcode]
+		n := op.Count - prev.Count
+		if n == 0 {
+			continue
+		}
+		t.Fuse = append(t.Fuse, control.BPFFuseOp{Op: op.Name, Count: n, Errors: op.Errors - prev.Errors,
+			AvgSecs: (op.Sum - prev.Sum).Seconds() / float64(n)})
+	}
+	s.prevFuse = cur
+	sort.Slice(t.Fuse, func(i, j int) bool { return t.Fuse[i].Count > t.Fuse[j].Count })
+	return t
+}
+
+// bpfTop is the reply of GET bpf/top, with the files' paths.
+func (d *Daemon) bpfTop() control.BPFTop {
+	s := d.bpf
+	if s == nil {
+		return control.BPFTop{Reason: "not started"}
+	}
+	s.mu.Lock()
+	t := s.last
+	t.Files = append([]control.BPFFile(nil), t.Files...)
+	t.Enabled = s.tracer != nil
+	t.Reason = s.reason
+	s.mu.Unlock()
+	for i := range t.Files {
+		if paths := d.vol.VFS.Meta.GetPaths(meta.Background(), meta.Ino(t.Files[i].Ino)); len(paths) > 0 {
+			t.Files[i].Path = paths[0]
+		}
+	}
+	return t
 }
 
 // stopBPF drains one last time and detaches everything.

@@ -265,6 +265,9 @@ func (d *Daemon) registerControl() {
 	d.ctl.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
 		return d.Status(), nil
 	})
+	d.ctl.Handle("GET", "bpf/top", func(ctx context.Context, _ []byte) (any, error) {
+		return d.bpfTop(), nil
+	})
 	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
 		var req control.UnmountRequest
 		if len(body) > 0 {

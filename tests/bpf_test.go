@@ -326,6 +326,9 @@ func TestBPFOff(t *testing.T) {
 	if !strings.Contains(out, "eBPF:") || !strings.Contains(out, "off (--bpf=off)") {
 		t.Errorf("status lacks the eBPF line:\n%s", out)
 	}
+	if out, err := run(t, "top", "--count", "1", m.Dir); err == nil || !strings.Contains(out, "eBPF accounting is off") {
+		t.Errorf("top without eBPF: want a clear error, got %v\n%s", err, out)
+	}
 	// A bad mode is refused before anything happens.
 	out, err := run(t, "mount", "--bpf", "maybe", t.TempDir())
 	if err == nil || !strings.Contains(out, `--bpf "maybe": must be off, auto or on`) {
@@ -382,3 +385,52 @@ func TestBPFUnavailable(t *testing.T) {
 	}
 }
 
+
+// TestBPFTop: 'disgrafs top' shows a file being read, by path.
+func TestBPFTop(t *testing.T) {
+	needBPF(t)
+	m := startMount(t, MountOpts{Extra: []string{"--bpf", "on"}})
+	if err := os.MkdirAll(m.Path("hot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.Path("hot", "data.bin"), randBytes(t, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.Open(m.Path("hot", "data.bin"))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		buf := make([]byte, 64<<10)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			if _, err := unix.Pread(int(f.Fd()), buf, int64(i%16)*int64(len(buf))); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	out, err := run(t, "top", "--count", "3", "--interval", "1100ms", m.Dir)
+	close(stop)
+	if rerr := <-done; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
+		t.Fatalf("top: %v\n%s", err, out)
+	}
+	for _, want := range []string{"HOTTEST FILES", "/hot/data.bin", "FUSE REQUESTS", "page cache"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("top output lacks %q:\n%s", want, out)
+		}
+	}
+}
