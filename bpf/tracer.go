@@ -65,6 +65,13 @@ func Load(ctx context.Context, o Options) (_ *Tracer, err error) {
 		n := uint32(8 << 20 / (24 * max(runtime.NumCPU(), 1)))
 		ms.MaxEntries = min(max(n, 1024), ms.MaxEntries)
 	}
+	if o.OpenEventsBuffer > 0 {
+		size := uint32(4096)
+		for int(size) < o.OpenEventsBuffer && size < 1<<30 {
+			size <<= 1
+		}
+		spec.Maps["open_events"].MaxEntries = size
+	}
 	if o.NoPerProcess {
 		if err := spec.Variables["per_process"].Set(uint8(0)); err != nil {
 			return nil, &LoadError{Reason: ReasonOther, Err: fmt.Errorf("set per_process: %w", err)}

@@ -146,7 +146,7 @@ func TestExactCounts(t *testing.T) {
 	dev, _ := devOf(t, mnt)
 
 	before := bpfFds(t)
-	tr, err := Load(context.Background(), Options{Dev: dev})
+	tr, err := Load(context.Background(), Options{Dev: dev, OpenEventsBuffer: 100000})
 	if err != nil {
 		var le *LoadError
 		if errors.As(err, &le) && os.Getenv("DISGRAFS_REQUIRE_ALL") != "1" {
@@ -382,5 +382,45 @@ func TestSplit(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestOpenEventsLost: opens that do not fit the ring buffer are counted as lost,
+// and every open is either delivered or counted.
+func TestOpenEventsLost(t *testing.T) {
+	backing := t.TempDir()
+	if err := os.WriteFile(filepath.Join(backing, "cached-f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountLoopback(t, backing)
+	dev, _ := devOf(t, mnt)
+	tr, err := Load(context.Background(), Options{Dev: dev, OpenEventsBuffer: 4096})
+	if err != nil {
+		need(t, false, err.Error())
+	}
+	defer tr.Close()
+	const n = 200
+	for range n {
+		f, err := os.Open(filepath.Join(mnt, "cached-f"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	d, err := tr.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Lost.OpenEvents == 0 || uint64(len(d.Opens))+d.Lost.OpenEvents != n {
+		t.Fatalf("%d opens: %d delivered, %d lost", n, len(d.Opens), d.Lost.OpenEvents)
+	}
+	// Drained, the buffer takes events again.
+	f, err := os.Open(filepath.Join(mnt, "cached-f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if d, err = tr.Drain(); err != nil || len(d.Opens) != 1 {
+		t.Fatalf("after a drain: %d events, %v", len(d.Opens), err)
 	}
 }

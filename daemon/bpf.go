@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -93,14 +92,10 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 	}
 	tr, err := bpf.Load(ctx, bpf.Options{Dev: st.Dev})
 	if err != nil {
-		var le *bpf.LoadError
 		if mode == BPFOn {
 			return fmt.Errorf("--bpf=on: %w", err)
 		}
 		s.reason = err.Error()
-		if errors.As(err, &le) {
-			s.reason = string(le.Reason) + ": " + errors.Unwrap(le).Error()
-		}
 		d.log.Warn("eBPF read accounting unavailable, running without it (the daemon counts the opens it serves)", "reason", s.reason)
 		return nil
 	}
