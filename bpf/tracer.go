@@ -65,6 +65,9 @@ func Load(ctx context.Context, o Options) (_ *Tracer, err error) {
 		n := uint32(8 << 20 / (24 * max(runtime.NumCPU(), 1)))
 		ms.MaxEntries = min(max(n, 1024), ms.MaxEntries)
 	}
+	if o.MaxInodes > 0 {
+		spec.Maps["inode_reads"].MaxEntries = uint32(o.MaxInodes)
+	}
 	if o.OpenEventsBuffer > 0 {
 		size := uint32(4096)
 		for int(size) < o.OpenEventsBuffer && size < 1<<30 {
@@ -144,9 +147,6 @@ func (t *Tracer) ProgramIDs() []uint32 {
 	return ids
 }
 
-// inodeMapMax is the capacity of inode_reads; past three quarters of it,
-// Drain deletes entries idle since the previous Drain.
-const inodeMapMax = 65536
 
 // Drain returns what happened since the previous call: per-inode and
 // per-process deltas, the open events, and the cumulative FUSE statistics.
@@ -215,7 +215,9 @@ func (t *Tracer) drainInodes() ([]InodeDelta, error) {
 	}
 	// Make room: increments that race this delete are lost, so only idle
 	// entries go, and only when the map fills up.
-	if total > inodeMapMax*3/4 {
+	// Past three quarters of the capacity, entries idle since the previous
+	// Drain are deleted.
+	if total > int(t.objs.InodeReads.MaxEntries())*3/4 {
 		for _, k := range idle {
 			if err := t.objs.InodeReads.Delete(k); err == nil {
 				delete(t.prevInode, k)

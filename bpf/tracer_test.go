@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -422,5 +424,109 @@ func TestOpenEventsLost(t *testing.T) {
 	f.Close()
 	if d, err = tr.Drain(); err != nil || len(d.Opens) != 1 {
 		t.Fatalf("after a drain: %d events, %v", len(d.Opens), err)
+	}
+}
+
+// TestInodeMapFull: with room for few inodes, reads beyond it are counted as
+// lost, and a drain makes room by dropping idle inodes.
+func TestInodeMapFull(t *testing.T) {
+	backing := t.TempDir()
+	const files, capacity = 40, 16
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(backing, fmt.Sprintf("cached-%02d", i)), []byte("0123456789"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mnt := mountLoopback(t, backing)
+	dev, _ := devOf(t, mnt)
+	tr, err := Load(context.Background(), Options{Dev: dev, MaxInodes: capacity})
+	if err != nil {
+		need(t, false, err.Error())
+	}
+	defer tr.Close()
+	read := func(i int) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("cached-%02d", i)))
+		if err != nil || len(b) != 10 {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	for i := range files {
+		read(i)
+	}
+	d, err := tr.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Inodes) > capacity || d.Lost.InodesFull == 0 {
+		t.Fatalf("%d inodes counted with room for %d, %d lost", len(d.Inodes), capacity, d.Lost.InodesFull)
+	}
+	// Nothing read since: the next drain finds every entry idle and, the map
+	// being full, deletes them; then new inodes are counted again.
+	if _, err := tr.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	lost := d.Lost.InodesFull
+	for i := files - 4; i < files; i++ {
+		read(i)
+	}
+	if d, err = tr.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Inodes) != 4 || d.Lost.InodesFull != lost {
+		t.Fatalf("after the idle entries went: %d inodes counted (want 4), lost %d -> %d", len(d.Inodes), lost, d.Lost.InodesFull)
+	}
+	for _, in := range d.Inodes {
+		if in.ReadBytes() != 10 {
+			t.Errorf("ino %d: %d bytes, want 10", in.Ino, in.ReadBytes())
+		}
+	}
+}
+
+// TestPerProcess: reads by another process are counted under its tgid, and
+// its open event carries its command name.
+func TestPerProcess(t *testing.T) {
+	backing := t.TempDir()
+	if err := os.WriteFile(filepath.Join(backing, "cached-p"), bytes.Repeat([]byte{'y'}, 12345), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mnt := mountLoopback(t, backing)
+	dev, _ := devOf(t, mnt)
+	tr, err := Load(context.Background(), Options{Dev: dev})
+	if err != nil {
+		need(t, false, err.Error())
+	}
+	defer tr.Close()
+	cmd := exec.Command("dd", "if="+filepath.Join(mnt, "cached-p"), "of=/dev/null", "bs=1000")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v\n%s", err, out)
+	}
+	child := uint32(cmd.Process.Pid)
+	d, err := tr.Drain()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ino := devOf(t, filepath.Join(mnt, "cached-p"))
+	var found bool
+	for _, p := range d.Procs {
+		if p.Ino == ino && p.Tgid == child {
+			found = true
+			// dd reads 12 full blocks, one of 345 bytes and one at the end (0).
+			if p.Calls != 14 || p.Bytes != 12345 {
+				t.Errorf("dd: %d calls, %d bytes; want 14 and 12345", p.Calls, p.Bytes)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no per-process entry for dd (pid %d): %+v", child, d.Procs)
+	}
+	var opened bool
+	for _, e := range d.Opens {
+		if e.Tgid == child && e.Ino == ino && e.Comm == "dd" {
+			opened = true
+		}
+	}
+	if !opened {
+		t.Errorf("no open event of dd: %+v", d.Opens)
 	}
 }

@@ -31,6 +31,10 @@ type Options struct {
 	// NoPerProcess turns the per (inode, process) counters off, which saves
 	// an LRU map update on every read of the mount.
 	NoPerProcess bool
+	// MaxInodes is how many inodes the counters hold (default 65536). Past
+	// three quarters, Drain deletes the entries idle since the previous
+	// Drain; reads of inodes that find it full are counted in Lost.
+	MaxInodes int
 	// OpenEventsBuffer is the size of the open-event ring buffer in bytes
 	// (rounded up to a power of two, at least 4 KiB; default 256 KiB, about
 	// 4,000 events per drain). Events that do not fit are counted in Lost.
