@@ -12,11 +12,21 @@
 //     open and creat exits of files on the mount become open events.
 //   - tp_btf/fuse_request_send and tp_btf/fuse_request_end: count and latency
 //     per opcode for requests of this mount's connection, and the bytes of each
-//     FUSE READ reply per node id (for DisGraFS the node id is st_ino).
+//     FUSE READ reply per inode (node ids are mapped to inode numbers as
+//     reads see them; for DisGraFS they are equal).
 //
 // Counters live in per-CPU maps and open events go into a ring buffer submitted
 // without wake-ups: nothing reaches user space per read. [Tracer.Drain] reads
-// them on the caller's interval and returns deltas.
+// them on the caller's interval and returns deltas; what the kernel side had
+// to drop (full maps, a full ring) is counted in [Lost]. [Tracer.Close]
+// detaches and frees everything; the links are not pinned, so a killed
+// process leaves nothing behind either.
+//
+// The daemon (package daemon, --bpf) drains every second into its metrics
+// and status and hands every [Drained] to the consumers registered with
+// Daemon.AddBPFSink: the cache (recency and hits of files read through
+// passthrough: the Passthrough counts per inode) and the prefetcher
+// (co-access: the open events, per process, in order).
 //
 // # Where a read's bytes came from
 //
