@@ -147,7 +147,6 @@ func (t *Tracer) ProgramIDs() []uint32 {
 	return ids
 }
 
-
 // Drain returns what happened since the previous call: per-inode and
 // per-process deltas, the open events, and the cumulative FUSE statistics.
 func (t *Tracer) Drain() (Drained, error) {
