@@ -385,7 +385,6 @@ func TestBPFUnavailable(t *testing.T) {
 	}
 }
 
-
 // TestBPFTop: 'disgrafs top' shows a file being read, by path.
 func TestBPFTop(t *testing.T) {
 	needBPF(t)
