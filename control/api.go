@@ -36,6 +36,7 @@ type Status struct {
 	// are the names reserved for the whole-file cache, preallocation and
 	// eBPF. A subsystem that is off or not built adds none.
 	Sections []Section `json:"sections,omitempty"`
+	BPF      *BPFInfo  `json:"bpf,omitempty"`
 }
 
 // CacheInfo is the whole-file cache part of the status.
@@ -109,6 +110,27 @@ type OpRate struct {
 	Total        uint64  `json:"total"`
 }
 
+// BPFInfo is the eBPF read accounting part of the status.
+type BPFInfo struct {
+	Mode    string `json:"mode"` // off, auto or on
+	Enabled bool   `json:"enabled"`
+	// Reason says why it is not enabled.
+	Reason string `json:"reason,omitempty"`
+	// Error is the last drain error, if the last drain failed.
+	Error     string `json:"error,omitempty"`
+	ReadCalls uint64 `json:"read_calls"`
+	ReadBytes struct {
+		Passthrough uint64 `json:"passthrough"`
+		PageCache   uint64 `json:"page_cache"`
+		Daemon      uint64 `json:"daemon"`
+	} `json:"read_bytes"`
+	OpenEvents uint64 `json:"open_events"`
+	// Lost counts reads and events the kernel side had to drop (full maps).
+	Lost uint64 `json:"lost"`
+	// ProgramIDs are the kernel ids of the attached programs.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
+}
+
 // TagInfo is the tags part of the status.
 type TagInfo struct {
 	Backend      string `json:"backend"`
@@ -152,4 +174,39 @@ type UnmountRequest struct {
 	// Lazy detaches the mount even while files are open; the daemon serves
 	// them until they are closed, then exits.
 	Lazy bool `json:"lazy"`
+}
+
+// BPFTop is the reply of GET /v1/bpf/top: what the last eBPF drain interval saw.
+type BPFTop struct {
+	Enabled  bool    `json:"enabled"`
+	Reason   string  `json:"reason,omitempty"`
+	Interval float64 `json:"interval_seconds"` // length of the interval below
+	// Bytes applications read in the interval, by source.
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+	ReadCalls   uint64 `json:"read_calls"`
+	Opens       uint64 `json:"opens"`
+	// Files by bytes read in the interval, hottest first.
+	Files []BPFFile `json:"files"`
+	// FUSE requests in the interval, by opcode.
+	Fuse []BPFFuseOp `json:"fuse"`
+}
+
+// BPFFile is one file of BPFTop.
+type BPFFile struct {
+	Ino         uint64 `json:"ino"`
+	Path        string `json:"path,omitempty"`
+	Calls       uint64 `json:"calls"`
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+}
+
+// BPFFuseOp is one opcode of BPFTop.
+type BPFFuseOp struct {
+	Op      string  `json:"op"`
+	Count   uint64  `json:"count"`
+	Errors  uint64  `json:"errors"`
+	AvgSecs float64 `json:"avg_seconds"`
 }
