@@ -214,6 +214,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		return nil, err
 	}
 	cleanups = append(cleanups, d.stopBPF)
+	d.feedCacheFromBPF()
 
 	if cfg.MetricsAddr != "" {
 		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
