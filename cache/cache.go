@@ -536,6 +536,7 @@ func (c *Cache) reserve(n int64) error {
 			break
 		}
 		e := back.Value.(*entry)
+		c.log.Debug("evicting", "ino", e.ino, "bytes", e.size, "idle", time.Duration(time.Now().UnixNano()-e.lastUse))
 		need -= e.size
 		evicted = append(evicted, e.ino)
 		c.removeLocked(e)
