@@ -754,10 +754,10 @@ func (c *Cache) Run(ctx context.Context) {
 
 // Stats describes the cache.
 type Stats struct {
-	Dir       string `json:"dir"`
-	Files     int    `json:"files"`
-	Bytes     int64  `json:"bytes"`
-	Capacity  int64  `json:"capacity"`
+	Dir       string  `json:"dir"`
+	Files     int     `json:"files"`
+	Bytes     int64   `json:"bytes"`
+	Capacity  int64   `json:"capacity"`
 	FreeRatio float64 `json:"free_ratio"`
 }
 
