@@ -23,6 +23,7 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/version"
 	"github.com/disgrafs/disgrafs/volume"
 )
@@ -47,6 +48,7 @@ type Config struct {
 	FS              fusefs.Options
 	FuseDevice      string // /dev/fuse unless a test says otherwise
 	Tags            TagsConfig
+	Prealloc        PreallocConfig
 }
 
 // Daemon is a running mount.
@@ -63,6 +65,7 @@ type Daemon struct {
 	lock    *os.File
 	started time.Time
 	tags    *tagState
+	pre     *prealloc.Manager
 	bg      context.Context
 	stopBg  context.CancelFunc
 
@@ -172,6 +175,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 			return nil, err
 		}
 		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
+	}
+	if len(cfg.Prealloc.Dirs) > 0 {
+		if err := d.startPrealloc(ctx, &cfg.FS); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, d.closePrealloc)
 	}
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
 	if d.tags != nil && d.tags.auto != nil {
@@ -298,6 +307,7 @@ func (d *Daemon) Status() control.Status {
 		Uptime:      time.Since(d.started).Seconds(),
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
+		Prealloc:    d.preallocInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -387,6 +397,7 @@ func (d *Daemon) shutdown() error {
 		}
 		scancel()
 	}
+	d.closePrealloc()
 	d.stopBg()
 	err := d.vol.Close()
 	if d.tags != nil {

@@ -46,13 +46,17 @@ type mountFlags struct {
 	options                         []string
 	attrCache, entryCache, dirCache time.Duration
 
-	noTags                  bool
-	graph, graphUser        string
-	tagsDir, queryDir       string
-	autoTag                 bool
-	autoDirs, autoKeywords  int
-	tagger                  string
-	taggerTimeout           time.Duration
+	noTags                 bool
+	graph, graphUser       string
+	tagsDir, queryDir      string
+	autoTag                bool
+	autoDirs, autoKeywords int
+	tagger                 string
+	taggerTimeout          time.Duration
+
+	prealloc       []string
+	preallocPool   int
+	preallocNoSync bool
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -96,6 +100,9 @@ func newMount(g *globals) *cobra.Command {
 	fl.IntVar(&f.autoKeywords, "auto-tag-keywords", 3, "how many top keywords of a text file become kw:WORD tags (0: none)")
 	fl.StringVar(&f.tagger, "tagger", "", "external tagger: a command run with a written file's path that prints tags (one per line or comma separated)")
 	fl.DurationVar(&f.taggerTimeout, "tagger-timeout", 10*time.Second, "how long the external tagger may run per file")
+	fl.StringSliceVar(&f.prealloc, "prealloc", nil, "directories of the volume (paths from its root, comma separated) whose creates are answered from a pool of pre-created files; off by default")
+	fl.IntVar(&f.preallocPool, "prealloc-pool", 256, "pre-created files kept ready per --prealloc directory")
+	fl.BoolVar(&f.preallocNoSync, "prealloc-nosync", false, "do not fsync the pre-allocation journal (faster creates; a machine crash may lose the names of files not yet fsynced)")
 	return cmd
 }
 
@@ -191,6 +198,17 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 			Enabled: true, Graph: f.graph, GraphUser: f.graphUser, GraphPassword: os.Getenv("DISGRAFS_GRAPH_PASSWORD"),
 			TagsDir: f.tagsDir, QueryDir: f.queryDir, Auto: f.autoTag, AutoOptions: ao, Timeout: 5 * time.Second,
 		}
+	}
+	if len(f.prealloc) > 0 {
+		if f.preallocPool < 1 || f.preallocPool > 1<<20 {
+			return cfg, fmt.Errorf("--prealloc-pool %d: must be between 1 and %d", f.preallocPool, 1<<20)
+		}
+		for _, d := range f.prealloc {
+			if strings.TrimSpace(d) == "" || strings.ContainsRune(d, 0) {
+				return cfg, fmt.Errorf("--prealloc %q: must be a directory path of the volume", d)
+			}
+		}
+		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync}
 	}
 	if f.metrics != "off" && f.metrics != "" {
 		cfg.MetricsAddr = f.metrics
