@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/google/uuid"
@@ -80,6 +81,13 @@ type journal struct {
 func openJournal(path string, noSync bool) (*journal, error) {
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
+	if existed {
+		// bbolt panics on some corruptions and then leaks its locked file:
+		// validate a copy first, so the real file is only opened when sound.
+		if err := validateCopy(path); err != nil {
+			return nil, &CorruptError{Path: path, Err: err}
+		}
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: noSync})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
@@ -126,6 +134,37 @@ func openJournal(path string, noSync bool) (*journal, error) {
 	}
 	go j.commitLoop()
 	return j, nil
+}
+
+func validateCopy(path string) (err error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".check-*.db")
+	if err != nil {
+		return fmt.Errorf("copy for checking: %w", err)
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("copy for checking: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("copy for checking: %w", err)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	db, err := bolt.Open(name, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return (&journal{db: db}).check()
 }
 
 // check verifies the page structure and that every record decodes.

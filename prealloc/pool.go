@@ -286,9 +286,7 @@ func (m *Manager) Close(ctx context.Context) error {
 	m.mu.Unlock()
 	var left int
 	for _, e := range es {
-		select {
-		case <-e.done:
-		case <-ctx.Done():
+		if _, _, err := m.landNow(ctx, e); err != nil && ctx.Err() != nil {
 			left++
 		}
 	}

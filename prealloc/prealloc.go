@@ -52,6 +52,10 @@ type Options struct {
 	PoolSize int
 	// RefillBelow starts a refill when fewer than this fraction of PoolSize are left.
 	RefillBelow float64
+	// RenameDelay holds a background rename until the file is this old, so
+	// renames do not compete with a burst of creates (fsync, listing and
+	// name changes land it at once).
+	RenameDelay time.Duration
 	// Renamers and Fillers are the background concurrency (default 4 each).
 	Renamers, Fillers int
 	Volume            Volume
@@ -536,6 +540,14 @@ func (m *Manager) renameLoop() {
 		case <-m.ctx.Done():
 			return
 		case e := <-m.queue:
+			if d := time.Until(e.start.Add(m.opts.RenameDelay)); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-e.done:
+				case <-m.ctx.Done():
+					return
+				}
+			}
 			_, _, _ = m.landNow(m.ctx, e)
 		}
 	}
