@@ -26,6 +26,8 @@ type PreallocConfig struct {
 	Pool int
 	// NoSync skips the journal's fsync.
 	NoSync bool
+	// RenameDelay holds background renames until files are this old.
+	RenameDelay time.Duration
 }
 
 // startPrealloc opens the journal, replays it and starts the pools.
@@ -48,6 +50,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 		NoSync:      pc.NoSync,
 		Dirs:        dirs,
 		PoolSize:    pc.Pool,
+		RenameDelay: pc.RenameDelay,
 		Volume:      fusefs.VFSVolume{V: d.vol.VFS},
 		Registerer:  d.reg.DisGraFS,
 		Log:         d.log,

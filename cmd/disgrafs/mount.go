@@ -57,6 +57,7 @@ type mountFlags struct {
 	prealloc       []string
 	preallocPool   int
 	preallocNoSync bool
+	preallocDelay  time.Duration
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -103,6 +104,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringSliceVar(&f.prealloc, "prealloc", nil, "directories of the volume (paths from its root, comma separated) whose creates are answered from a pool of pre-created files; off by default")
 	fl.IntVar(&f.preallocPool, "prealloc-pool", 256, "pre-created files kept ready per --prealloc directory")
 	fl.BoolVar(&f.preallocNoSync, "prealloc-nosync", false, "do not fsync the pre-allocation journal (faster creates; a machine crash may lose the names of files not yet fsynced)")
+	fl.DurationVar(&f.preallocDelay, "prealloc-rename-delay", 0, "hold a pre-allocated file's background rename until it is this old (renames then follow a burst of creates instead of competing with it; fsync, listing and renames of the file land it at once)")
 	return cmd
 }
 
@@ -208,7 +210,10 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 				return cfg, fmt.Errorf("--prealloc %q: must be a directory path of the volume", d)
 			}
 		}
-		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync}
+		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, RenameDelay: f.preallocDelay}
+		if f.preallocDelay < 0 {
+			return cfg, fmt.Errorf("--prealloc-rename-delay %s: must not be negative", f.preallocDelay)
+		}
 	}
 	if f.metrics != "off" && f.metrics != "" {
 		cfg.MetricsAddr = f.metrics
