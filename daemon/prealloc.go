@@ -28,6 +28,8 @@ type PreallocConfig struct {
 	NoSync bool
 	// RenameDelay holds background renames until files are this old.
 	RenameDelay time.Duration
+	// NegativeTTL answers lookups of missing names from a background listing.
+	NegativeTTL time.Duration
 }
 
 // startPrealloc opens the journal, replays it and starts the pools.
@@ -51,6 +53,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 		Dirs:        dirs,
 		PoolSize:    pc.Pool,
 		RenameDelay: pc.RenameDelay,
+		NegativeTTL: pc.NegativeTTL,
 		Volume:      fusefs.VFSVolume{V: d.vol.VFS},
 		Registerer:  d.reg.DisGraFS,
 		Log:         d.log,

@@ -150,6 +150,7 @@ func (fs *FS) preCreate(ctx *reqContext, in *fuse.CreateIn, name string, out *fu
 			return fs.replyEntry(ctx, &meta.Entry{Inode: meta.Ino(c.Ino), Attr: &attr}, &out.EntryOut), true
 		}
 	}
+	p.NoteName(in.NodeId, name)
 	// Exclusive creates go to the metadata engine, which checks the name
 	// atomically against every node; a pending name lands first.
 	if _, _, err := p.Settle(wctx, in.NodeId, name); err != nil {
@@ -166,6 +167,9 @@ func (fs *FS) preLookup(ctx *reqContext, parent uint64, name string, out *fuse.E
 	}
 	ino, ok := p.Lookup(parent, name)
 	if !ok {
+		if p.Absent(parent, name) {
+			return fuse.ENOENT, true
+		}
 		return fuse.OK, false
 	}
 	e, err := fs.v.GetAttr(ctx, meta.Ino(ino), 0)
@@ -186,7 +190,11 @@ func (fs *FS) preOverlay(e *meta.Entry) {
 // this mount created is now (a conflict name if another node took it).
 func (fs *FS) preSettle(ctx *reqContext, parent uint64, name string) (uint64, string, syscall.Errno) {
 	p := fs.opts.Prealloc
-	if p == nil || !p.Pending() {
+	if p == nil {
+		return parent, name, 0
+	}
+	p.NoteName(parent, name)
+	if !p.Pending() {
 		return parent, name, 0
 	}
 	wctx, cancel := waitCtx(ctx)
@@ -247,7 +255,11 @@ func (fs *FS) preWaitChild(ctx *reqContext, parent uint64, name string) syscall.
 // rename was answered here.
 func (fs *FS) preRename(ctx *reqContext, in *fuse.RenameIn, oldName, newName string) (fuse.Status, bool) {
 	p := fs.opts.Prealloc
-	if p == nil || !p.Pending() {
+	if p == nil {
+		return fuse.OK, false
+	}
+	p.NoteName(in.Newdir, newName)
+	if !p.Pending() {
 		return fuse.OK, false
 	}
 	sp, sn, err := fs.preSettle(ctx, in.NodeId, oldName)

@@ -56,6 +56,10 @@ type Options struct {
 	// renames do not compete with a burst of creates (fsync, listing and
 	// name changes land it at once).
 	RenameDelay time.Duration
+	// NegativeTTL, when positive, answers lookups of names missing from a
+	// background listing of an enabled directory younger than this without
+	// a metadata round trip (see names.go).
+	NegativeTTL time.Duration
 	// Renamers and Fillers are the background concurrency (default 4 each).
 	Renamers, Fillers int
 	Volume            Volume
@@ -149,6 +153,8 @@ type Manager struct {
 	errs     map[string]string
 
 	invalidate atomic.Pointer[Invalidator]
+	names      map[uint64]*dirNames
+	notes      map[uint64]map[string]time.Time
 
 	queue  chan *entry
 	refill chan struct{}
@@ -207,7 +213,7 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	m := &Manager{
 		opts: o, vol: o.Volume, j: j, log: o.Log.With("component", "prealloc", "node", j.node),
 		pools: map[uint64]*pool{}, poolDirs: map[uint64]uint64{}, byName: map[nameKey]*entry{},
-		byIno: map[uint64]*entry{}, failed: map[uint64]error{}, errs: map[string]string{},
+		byIno: map[uint64]*entry{}, names: map[uint64]*dirNames{}, notes: map[uint64]map[string]time.Time{}, failed: map[uint64]error{}, errs: map[string]string{},
 		queue: make(chan *entry, 1<<16), refill: make(chan struct{}, 1),
 	}
 	m.ctx, m.cancel = context.WithCancel(background())
@@ -233,6 +239,10 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.recoverPools(poolRecs, pendRecs)
 		m.fillLoop()
 	}()
+	if o.NegativeTTL > 0 {
+		m.wg.Add(1)
+		go m.namesLoop()
+	}
 	for i := 0; i < o.Renamers; i++ {
 		m.wg.Add(1)
 		go m.renameLoop()
@@ -355,6 +365,7 @@ func (m *Manager) Create(ctx context.Context, parent uint64, name string, mode, 
 	e := &entry{rec: Record{Ino: s.Ino, Dir: parent, PoolName: s.Name, Parent: parent, Name: name,
 		Mode: mode & 0o7777, Uid: uid, Gid: gid, Created: now}, done: make(chan struct{}), start: now}
 	m.byName[k] = e
+	m.noteName(parent, name)
 	if float64(len(p.free)) < m.opts.RefillBelow*float64(m.opts.PoolSize) {
 		m.kickRefill()
 	}

@@ -505,3 +505,47 @@ func TestPreallocPoolExhausted(t *testing.T) {
 	}
 	t.Logf("hits %d, misses %d", p.Hits, p.Misses)
 }
+
+// Lookups of missing names in a pre-allocation directory are answered from a
+// background listing: names other nodes create show up within the negative
+// cache time, names this mount creates (even outside the pool) at once.
+func TestPreallocNegativeCache(t *testing.T) {
+	meta, _ := formatShared(t, "preneg")
+	a := startMount(t, MountOpts{Meta: meta, Extra: []string{"--prealloc", "v", "--prealloc-pool", "4", "--prealloc-negative-cache", "1s"}})
+	b := startMount(t, MountOpts{Meta: meta})
+	waitPreallocPool(t, a, 4)
+	time.Sleep(600 * time.Millisecond) // a listing exists
+	if err := os.WriteFile(b.Path("v", "from-b"), []byte("b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		if got, err := os.ReadFile(a.Path("v", "from-b")); err == nil {
+			if string(got) != "b" {
+				t.Fatalf("content %q", got)
+			}
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("another node's file never became visible")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("another node's new file visible after %s", time.Since(start).Round(time.Millisecond))
+	// Created here outside the pool (O_EXCL), looked up again after the
+	// kernel's entry cache expired.
+	if err := writeSync(a.Path("v", "excl"), []byte("x"), os.O_EXCL); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(a.Path("v", "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		time.Sleep(700 * time.Millisecond)
+		for _, n := range []string{"excl", "sub"} {
+			if _, err := os.Stat(a.Path("v", n)); err != nil {
+				t.Fatalf("%s made by this mount: %v", n, err)
+			}
+		}
+	}
+}

@@ -58,6 +58,7 @@ type mountFlags struct {
 	preallocPool   int
 	preallocNoSync bool
 	preallocDelay  time.Duration
+	preallocNegTTL time.Duration
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -105,6 +106,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.IntVar(&f.preallocPool, "prealloc-pool", 256, "pre-created files kept ready per --prealloc directory")
 	fl.BoolVar(&f.preallocNoSync, "prealloc-nosync", false, "do not fsync the pre-allocation journal (faster creates; a machine crash may lose the names of files not yet fsynced)")
 	fl.DurationVar(&f.preallocDelay, "prealloc-rename-delay", 0, "hold a pre-allocated file's background rename until it is this old (renames then follow a burst of creates instead of competing with it; fsync, listing and renames of the file land it at once)")
+	fl.DurationVar(&f.preallocNegTTL, "prealloc-negative-cache", time.Second, "in --prealloc directories, answer lookups of names missing from a background listing younger than this without asking the metadata engine (the lookup the kernel makes before every create); names other nodes created within this time may be missed, as with the entry cache; 0 asks every time")
 	return cmd
 }
 
@@ -210,7 +212,10 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 				return cfg, fmt.Errorf("--prealloc %q: must be a directory path of the volume", d)
 			}
 		}
-		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, RenameDelay: f.preallocDelay}
+		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, RenameDelay: f.preallocDelay, NegativeTTL: f.preallocNegTTL}
+		if f.preallocNegTTL < 0 {
+			return cfg, fmt.Errorf("--prealloc-negative-cache %s: must not be negative", f.preallocNegTTL)
+		}
 		if f.preallocDelay < 0 {
 			return cfg, fmt.Errorf("--prealloc-rename-delay %s: must not be negative", f.preallocDelay)
 		}
