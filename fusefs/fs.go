@@ -50,6 +50,8 @@ type FS struct {
 	ops    opCounters
 	tags   *tagTree // nil when tags are off
 
+	preDirs sync.Map // pre-allocation directory inode -> *cachedDirAttr
+
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
 }
@@ -200,6 +202,9 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 		return fuse.OK
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if status, ok := fs.preGetAttr(ctx, in.NodeId, out); ok {
+		return status
+	}
 	var opened uint8
 	if in.Fh() != 0 {
 		opened = 1

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
@@ -276,4 +277,39 @@ func (fs *FS) preRename(ctx *reqContext, in *fuse.RenameIn, oldName, newName str
 	// mount created, then drop the kernel's stale entry.
 	err = fs.v.Rename(ctx, meta.Ino(sp), sn, meta.Ino(in.Newdir), newName, in.Flags)
 	return st(err), true
+}
+
+type cachedDirAttr struct {
+	attr meta.Attr
+	at   time.Time
+}
+
+// preGetAttr answers the attributes of a pre-allocation directory from a
+// copy younger than the attribute timeout. Every create in a directory makes
+// the kernel forget the directory's attributes, and with default_permissions
+// the next create checks write permission on it with a GETATTR: without this
+// each create would still cost a metadata round trip. The staleness is the
+// attribute cache's (mode and owner of the directory, its times and size).
+func (fs *FS) preGetAttr(ctx *reqContext, ino uint64, out *fuse.AttrOut) (fuse.Status, bool) {
+	p := fs.opts.Prealloc
+	if p == nil || !p.Enabled(ino) || fs.opts.AttrTimeout <= 0 {
+		return fuse.OK, false
+	}
+	if v, ok := fs.preDirs.Load(ino); ok {
+		c := v.(*cachedDirAttr)
+		if time.Since(c.at) < fs.opts.AttrTimeout {
+			a := c.attr
+			attrToFuse(meta.Ino(ino), &a, &out.Attr)
+			out.SetTimeout(fs.opts.AttrTimeout - time.Since(c.at))
+			return fuse.OK, true
+		}
+	}
+	start := time.Now()
+	e, err := fs.v.GetAttr(ctx, meta.Ino(ino), 0)
+	if err != 0 {
+		return st(err), true
+	}
+	fs.preDirs.Store(ino, &cachedDirAttr{attr: *e.Attr, at: start})
+	out.SetTimeout(fs.replyAttr(ctx, e, &out.Attr))
+	return fuse.OK, true
 }

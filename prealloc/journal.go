@@ -73,6 +73,7 @@ type journal struct {
 	path string
 	db   *bolt.DB
 	reqs chan journalReq
+	lazy chan func(tx *bolt.Tx) error
 	stop chan struct{}
 	done chan struct{}
 	node string
@@ -98,7 +99,7 @@ func openJournal(path string, noSync bool) (*journal, error) {
 		}
 		return nil, fmt.Errorf("create the pre-allocation journal %s: %w", path, err)
 	}
-	j := &journal{path: path, db: db, reqs: make(chan journalReq, 1024), stop: make(chan struct{}), done: make(chan struct{})}
+	j := &journal{path: path, db: db, reqs: make(chan journalReq, 1024), lazy: make(chan func(tx *bolt.Tx) error, 1<<14), stop: make(chan struct{}), done: make(chan struct{})}
 	if existed {
 		if err := j.check(); err != nil {
 			_ = db.Close()
@@ -204,14 +205,56 @@ func (j *journal) check() error {
 	})
 }
 
+// lazyDelay is how long background updates (pool files added, renames
+// landed) may wait for a create's commit to carry them; losing them in a
+// crash is harmless (the replay finds the truth in the volume).
+const lazyDelay = 50 * time.Millisecond
+
 func (j *journal) commitLoop() {
 	defer close(j.done)
+	var lazy []func(tx *bolt.Tx) error
+	var timer <-chan time.Time
+	commitLazy := func() {
+		if len(lazy) == 0 {
+			return
+		}
+		fns := lazy
+		lazy = nil
+		_ = j.db.Update(func(tx *bolt.Tx) error {
+			for _, fn := range fns {
+				if err := fn(tx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	for {
 		var batch []journalReq
 		select {
 		case r := <-j.reqs:
 			batch = append(batch, r)
+		case fn := <-j.lazy:
+			lazy = append(lazy, fn)
+			if timer == nil {
+				timer = time.After(lazyDelay)
+			}
+			continue
+		case <-timer:
+			timer = nil
+			commitLazy()
+			continue
 		case <-j.stop:
+		drain:
+			for {
+				select {
+				case fn := <-j.lazy:
+					lazy = append(lazy, fn)
+				default:
+					break drain
+				}
+			}
+			commitLazy()
 			return
 		}
 	more:
@@ -223,7 +266,24 @@ func (j *journal) commitLoop() {
 				break more
 			}
 		}
+	drainLazy:
+		for {
+			select {
+			case fn := <-j.lazy:
+				lazy = append(lazy, fn)
+			default:
+				break drainLazy
+			}
+		}
+		// Background updates queued before these requests ride along, first.
+		fns := lazy
+		lazy, timer = nil, nil
 		err := j.db.Update(func(tx *bolt.Tx) error {
+			for _, fn := range fns {
+				if err := fn(tx); err != nil {
+					return err
+				}
+			}
 			for _, r := range batch {
 				if err := r.fn(tx); err != nil {
 					return err
@@ -231,8 +291,11 @@ func (j *journal) commitLoop() {
 			}
 			return nil
 		})
-		if err != nil && len(batch) > 1 {
+		if err != nil && len(batch)+len(fns) > 1 {
 			// One bad update must not fail its neighbours: retry them alone.
+			for _, fn := range fns {
+				_ = j.db.Update(fn)
+			}
 			for _, r := range batch {
 				r.done <- j.db.Update(r.fn)
 			}
@@ -259,6 +322,15 @@ func (j *journal) update(ctx context.Context, fn func(tx *bolt.Tx) error) error 
 		return err
 	case <-j.done:
 		return errors.New("pre-allocation journal closed")
+	}
+}
+
+// later queues a background update: it is committed with the next create
+// or within lazyDelay, and nobody waits for it.
+func (j *journal) later(fn func(tx *bolt.Tx) error) {
+	select {
+	case j.lazy <- fn:
+	case <-j.stop:
 	}
 }
 

@@ -189,11 +189,9 @@ func (m *Manager) addPoolFile(p *pool) error {
 		return fmt.Errorf("create a pool file for %s: %w", p.path, st)
 	}
 	rec := PoolFile{Ino: ino, Dir: p.dir, Name: name}
-	if err := m.j.update(ctx, func(tx *bolt.Tx) error { return putJSON(tx, bucketPool, ino, rec) }); err != nil {
-		m.vol.Release(ctx, ino, fh)
-		_ = m.vol.Unlink(ctx, p.poolDir, name)
-		return fmt.Errorf("journal a pool file: %w", err)
-	}
+	// Not waited for: an unjournaled empty pool file is removed by recovery;
+	// a create that takes it commits the record first (same transaction).
+	m.j.later(func(tx *bolt.Tx) error { return putJSON(tx, bucketPool, ino, rec) })
 	m.mu.Lock()
 	if m.closing {
 		m.mu.Unlock()

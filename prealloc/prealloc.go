@@ -698,12 +698,8 @@ func (m *Manager) toLost(ctx context.Context, e *entry, poolDir uint64, cause sy
 // Called with e.mu held.
 func (m *Manager) finish(e *entry, parent uint64, name, reason string, err error) {
 	r := e.rec
-	if jerr := m.j.update(background(), func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPending).Delete(key(r.Ino))
-	}); jerr != nil {
-		// The next replay finds the file where it landed.
-		m.log.Warn("journal: could not drop a landed rename", "ino", r.Ino, "error", jerr)
-	}
+	// Not waited for: a replay finds the file where it landed.
+	m.j.later(func(tx *bolt.Tx) error { return tx.Bucket(bucketPending).Delete(key(r.Ino)) })
 	e.finished, e.err = true, err
 	m.mu.Lock()
 	if m.byName[nameKey{r.Parent, r.Name}] == e {
