@@ -355,6 +355,9 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if _, _, err := fs.preSettle(ctx, in.NodeId, name); err != 0 {
 		return st(err)
 	}
+	if err := fs.preWaitIno(ctx, in.Oldnodeid); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.Link(ctx, meta.Ino(in.Oldnodeid), meta.Ino(in.NodeId), name)
 	if err != 0 {
 		return st(err)

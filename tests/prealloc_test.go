@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -547,5 +549,85 @@ func TestPreallocNegativeCache(t *testing.T) {
 				t.Fatalf("%s made by this mount: %v", n, err)
 			}
 		}
+	}
+}
+
+// The metadata engine goes away while a rename is pending: the renamer
+// retries with backoff, the open file keeps taking writes, and once the
+// engine is back fsync lands the name with all the data.
+func TestPreallocMetaDown(t *testing.T) {
+	home, _ := os.UserHomeDir()
+	tp := filepath.Join(home, ".cache/disgrafs/bin/server")
+	_, err := os.Stat(tp)
+	need(t, err == nil, "toxiproxy server v2.12.0 not installed at "+tp+" (go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0)")
+	redisHostPort := redisAddr(t)
+	apiPort, proxyAddr := "16487", "127.0.0.1:16482"
+	if v := os.Getenv("DISGRAFS_TEST_PROXY_PORTS"); v != "" { // API,PROXY
+		apiPort, proxyAddr, _ = strings.Cut(v, ",")
+		proxyAddr = "127.0.0.1:" + proxyAddr
+	}
+	cmd := exec.Command(tp, "-host", "127.0.0.1", "-port", apiPort)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	api := "http://127.0.0.1:" + apiPort
+	toxi := func(method, path, body string) {
+		t.Helper()
+		for i := 0; ; i++ {
+			req, _ := http.NewRequest(method, api+path, strings.NewReader(body))
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode >= 300 {
+					t.Fatalf("toxiproxy %s %s: %s", method, path, resp.Status)
+				}
+				return
+			}
+			if i > 100 {
+				t.Fatalf("toxiproxy: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	toxi("POST", "/proxies", fmt.Sprintf(`{"name":"meta","listen":%q,"upstream":%q,"enabled":true}`, proxyAddr, redisHostPort))
+	direct, _ := formatShared(t, "predown")
+	proxied := strings.Replace(direct, redisHostPort, proxyAddr, 1)
+	m := startMount(t, MountOpts{Meta: proxied, Extra: []string{"--prealloc", "v", "--prealloc-pool", "4", "--prealloc-rename-delay", "2s"}})
+	waitPreallocPool(t, m, 4)
+	f, err := os.Create(m.Path("v", "during-outage"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("before;")); err != nil {
+		t.Fatal(err)
+	}
+	toxi("POST", "/proxies/meta", `{"enabled":false}`)
+	time.Sleep(4 * time.Second) // the renamer tries and fails
+	if _, err := f.Write([]byte("during;")); err != nil {
+		t.Fatalf("write to an open pending file while the metadata engine is down: %v", err)
+	}
+	toxi("POST", "/proxies/meta", `{"enabled":true}`)
+	if _, err := f.Write([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Sync() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("fsync once the engine is back: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("fsync did not return within 90s of the engine coming back")
+	}
+	if got, err := os.ReadFile(m.Path("v", "during-outage")); err != nil || string(got) != "before;during;after" {
+		t.Fatalf("content %q %v", got, err)
+	}
+	p := preallocStatus(t, m)
+	t.Logf("status after the outage: %+v", p)
+	if p.Pending != 0 || p.Conflicts != 0 || p.Lost != 0 {
+		t.Fatalf("status: %+v", p)
 	}
 }
