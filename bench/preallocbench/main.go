@@ -58,7 +58,7 @@ func main() {
 	flag.StringVar(&c.disgrafs, "disgrafs", "bin/disgrafs", "disgrafs binary")
 	flag.StringVar(&c.juicefs, "juicefs", "/var/tmp/bench/juicefs", "juicefs CLI v1.4.1 (scripts/build-juicefs-peer.sh)")
 	flag.StringVar(&c.toxiproxy, "toxiproxy", filepath.Join(home, ".cache/disgrafs/bin/server"), "toxiproxy server "+toxiproxyVersion+" (installed there when missing)")
-	flag.StringVar(&c.redis, "redis", "127.0.0.1:6379", "Redis server to put behind the proxy (its databases -db..-db+N are flushed)")
+	flag.StringVar(&c.redis, "redis", "", "Redis server (host:port) to put behind the proxy; required: databases -db to 15 are FLUSHED")
 	flag.IntVar(&c.db, "db", 1, "first Redis database to use")
 	flag.StringVar(&c.proxyListen, "proxy", "127.0.0.1:16480", "address the proxy listens on")
 	flag.StringVar(&c.proxyAPI, "proxy-api", "127.0.0.1:16489", "toxiproxy API address")
@@ -78,6 +78,9 @@ func main() {
 		c.latencies = append(c.latencies, n)
 	}
 	c.targets = strings.Split(targets, ",")
+	if c.redis == "" {
+		fatal(errors.New("-redis HOST:PORT is required (a Redis whose databases -db to 15 may be flushed)"))
+	}
 	if err := run(c); err != nil {
 		fatal(err)
 	}
@@ -278,7 +281,8 @@ func runOne(ctx context.Context, c config, target string, latency, db int, setLa
 		old = append(old, f)
 	}
 	if strings.HasPrefix(target, "disgrafs-prealloc") {
-		if err := waitPool(c.disgrafs, mnt, c.files); err != nil {
+		// Steady state: the pool is full again long before the next switch.
+		if err := waitPool(c.disgrafs, mnt, c.files+c.files/4); err != nil {
 			return res, err
 		}
 	}
