@@ -79,9 +79,12 @@ func (w VFSVolume) Unlink(ctx context.Context, parent uint64, name string) sysca
 
 // SetOwner implements prealloc.Volume.
 func (w VFSVolume) SetOwner(ctx context.Context, ino uint64, mode, uid, gid uint32) syscall.Errno {
-	set := meta.SetAttrMode | meta.SetAttrUID | meta.SetAttrGID | meta.SetAttrAtimeNow | meta.SetAttrMtimeNow
-	_, st := w.V.SetAttr(rootCtx(ctx), meta.Ino(ino), set, 0, mode, uid, gid, 0, 0, 0, 0, 0)
-	return st
+	// Straight to the metadata engine: VFS.SetAttr with a time would also
+	// poke the open writer's mtime, racing with its commit thread. A writer
+	// still open commits its own (later) mtime.
+	set := uint16(meta.SetAttrMode | meta.SetAttrUID | meta.SetAttrGID | meta.SetAttrAtimeNow | meta.SetAttrMtimeNow)
+	attr := &meta.Attr{Mode: uint16(mode & 0o7777), Uid: uid, Gid: gid}
+	return w.V.Meta.SetAttr(rootCtx(ctx), meta.Ino(ino), set, 0, attr)
 }
 
 // ReadDir implements prealloc.Volume.

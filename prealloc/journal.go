@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // The journal is a bbolt file in the daemon's state directory. It holds this
@@ -22,7 +23,6 @@ var (
 	bucketPool    = []byte("pool")
 	bucketPending = []byte("pending")
 	keyNode       = []byte("node")
-	keySeq        = []byte("seq")
 	keyVersion    = []byte("version")
 )
 
@@ -91,7 +91,7 @@ func openJournal(path string, noSync bool) (*journal, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: noSync})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("the pre-allocation journal %s is locked by another process", path)
 		}
 		if existed {
@@ -353,16 +353,6 @@ func putJSON(tx *bolt.Tx, bucket []byte, ino uint64, v any) error {
 		return err
 	}
 	return tx.Bucket(bucket).Put(key(ino), data)
-}
-
-func nextSeq(tx *bolt.Tx) (uint64, error) {
-	m := tx.Bucket(bucketMeta)
-	var n uint64
-	if v := m.Get(keySeq); len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
-	}
-	n++
-	return n, m.Put(keySeq, key(n))
 }
 
 // load returns the pool files and pending records.

@@ -230,6 +230,8 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.byName[nameKey{r.Parent, r.Name}] = e
 		m.byIno[r.Ino] = e
 	}
+	// Replayed renames go first, in creation order.
+	sort.Slice(pendRecs, func(a, b int) bool { return pendRecs[a].Created.Before(pendRecs[b].Created) })
 	if err := m.initMetrics(o.Registerer); err != nil {
 		return fail(err)
 	}
@@ -247,8 +249,6 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		m.wg.Add(1)
 		go m.renameLoop()
 	}
-	// Replayed renames go first, in creation order.
-	sort.Slice(pendRecs, func(a, b int) bool { return pendRecs[a].Created.Before(pendRecs[b].Created) })
 	for _, r := range pendRecs {
 		m.queue <- m.byIno[r.Ino]
 	}
@@ -706,6 +706,9 @@ func (m *Manager) finish(e *entry, parent uint64, name, reason string, err error
 		delete(m.byName, nameKey{r.Parent, r.Name})
 	}
 	delete(m.byIno, r.Ino)
+	// A listing taken before the landing must not hide the name.
+	m.noteName(parent, name)
+	m.noteName(r.Parent, r.Name) // after a conflict: the other node's file
 	if err != nil {
 		m.failed[r.Ino] = err
 	}

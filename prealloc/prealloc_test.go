@@ -43,7 +43,7 @@ func need(t *testing.T, ok bool, why string) {
 	t.Skipf("cannot run here: %s", why)
 }
 
-var redisDB = 10
+var redisDB = 0
 var redisMu sync.Mutex
 
 func redisURL(t *testing.T) string {
@@ -53,7 +53,7 @@ func redisURL(t *testing.T) string {
 	need(t, err == nil, fmt.Sprintf("redis at %s: %v", addr, err))
 	c.Close()
 	redisMu.Lock()
-	db := redisDB
+	db := 10 + redisDB%6 // databases 10-15, reused round robin (flushed first)
 	redisDB++
 	redisMu.Unlock()
 	host, port, _ := net.SplitHostPort(addr)

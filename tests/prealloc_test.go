@@ -332,6 +332,9 @@ func TestPreallocKill9Burst(t *testing.T) {
 			t.Errorf("%s (fsynced %v) after the kill: %d bytes, %v", d.name, d.synced, len(b), err)
 		}
 	}
+	if t.Failed() {
+		t.Logf("daemon log:\n%s", m.Log())
+	}
 	// Nothing leaks: the pool directory holds only empty pool files, at most a pool's worth.
 	p := preallocStatus(t, m)
 	pool, err := os.ReadDir(filepath.Join(m.Dir, prealloc.HiddenDir, p.Node))
