@@ -729,7 +729,10 @@ func (m *Manager) finish(e *entry, parent uint64, name, reason string, err error
 				"name", r.Name, "parent", r.Parent, "kept_as", name)
 		}
 		if inv := m.invalidate.Load(); inv != nil {
-			(*inv)(r.Parent, r.Name)
+			// Not inline: a landing forced by a request (unlink, fsync of the
+			// directory) runs while the kernel holds the directory's lock,
+			// which the invalidation needs too.
+			go (*inv)(r.Parent, r.Name)
 		}
 	}
 	close(e.done)

@@ -414,6 +414,34 @@ func TestPreallocTwoNodesSameNames(t *testing.T) {
 			t.Fatalf("conflict name %q", c.LandedAs)
 		}
 	}
+
+	// Unlink of a pending name another node took meanwhile removes the file
+	// this mount created (under its conflict name), never the other node's.
+	if err := os.WriteFile(a.Path("shared", "z"), []byte("a's z"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSync(b.Path("shared", "z"), []byte("b's z"), 0); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- os.Remove(a.Path("shared", "z")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("unlink of a pending name taken by another node: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("unlink of a pending name taken by another node hangs")
+	}
+	if got, err := os.ReadFile(b.Path("shared", "z")); err != nil || string(got) != "b's z" {
+		t.Fatalf("the other node's z: %q %v", got, err)
+	}
+	ents, _ = os.ReadDir(b.Path("shared"))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "z.conflict-") {
+			t.Fatalf("our unlinked file is still there as %s", e.Name())
+		}
+	}
 }
 
 // A corrupt journal: the mount refuses pre-allocation with a clear error and
