@@ -210,7 +210,12 @@ func (fs *FS) preSettle(ctx *reqContext, parent uint64, name string) (uint64, st
 // preSettleOwner applies a pending file's mode and owner before a setattr.
 func (fs *FS) preSettleOwner(ctx *reqContext, ino uint64) syscall.Errno {
 	p := fs.opts.Prealloc
-	if p == nil || !p.Pending() {
+	if p == nil {
+		return 0
+	}
+	// A directory's own attribute change must not be hidden by our copy.
+	fs.preDirs.Delete(ino)
+	if !p.Pending() {
 		return 0
 	}
 	wctx, cancel := waitCtx(ctx)
