@@ -583,9 +583,10 @@ func TestPreallocNegativeCache(t *testing.T) {
 	}
 }
 
-// The metadata engine goes away while a rename is pending: the renamer
-// retries with backoff, the open file keeps taking writes, and once the
-// engine is back fsync lands the name with all the data.
+// The metadata engine goes away while a rename is pending: the rename waits
+// (JuiceFS's client retries inside the call; errors it gives up with are
+// retried by the renamer with backoff), the open file keeps taking writes,
+// and once the engine is back fsync lands the name with all the data.
 func TestPreallocMetaDown(t *testing.T) {
 	home, _ := os.UserHomeDir()
 	tp := filepath.Join(home, ".cache/disgrafs/bin/server")
