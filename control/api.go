@@ -35,8 +35,9 @@ type Status struct {
 	// order they registered; SectionCache, SectionPrealloc and SectionBPF
 	// are the names reserved for the whole-file cache, preallocation and
 	// eBPF. A subsystem that is off or not built adds none.
-	Sections []Section `json:"sections,omitempty"`
-	BPF      *BPFInfo  `json:"bpf,omitempty"`
+	Sections []Section     `json:"sections,omitempty"`
+	BPF      *BPFInfo      `json:"bpf,omitempty"`
+	Prealloc *PreallocInfo `json:"prealloc,omitempty"`
 }
 
 // CacheInfo is the whole-file cache part of the status.
@@ -129,6 +130,34 @@ type BPFInfo struct {
 	Lost uint64 `json:"lost"`
 	// ProgramIDs are the kernel ids of the attached programs.
 	ProgramIDs []uint32 `json:"program_ids,omitempty"`
+}
+
+// PreallocInfo is the pre-allocation part of the status.
+type PreallocInfo struct {
+	Node          string            `json:"node"`
+	Journal       string            `json:"journal"`
+	PoolSize      int               `json:"pool_size"`
+	PoolFiles     int               `json:"pool_files"`
+	PoolByDir     map[string]int    `json:"pool_files_by_dir"`
+	Hits          uint64            `json:"hits"`
+	Misses        uint64            `json:"misses"`
+	Pending       int               `json:"pending_renames"`
+	Landed        uint64            `json:"renames_landed"`
+	RenameRetries uint64            `json:"rename_retries"`
+	Conflicts     uint64            `json:"conflicts"`
+	Lost          uint64            `json:"lost"`
+	Recent        []PreallocEvent   `json:"recent_conflicts,omitempty"`
+	Errors        map[string]string `json:"errors,omitempty"`
+}
+
+// PreallocEvent is a file that could not take its name.
+type PreallocEvent struct {
+	Ino      uint64    `json:"ino"`
+	Parent   uint64    `json:"parent"`
+	Name     string    `json:"name"`
+	LandedAs string    `json:"landed_as"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
 }
 
 // TagInfo is the tags part of the status.

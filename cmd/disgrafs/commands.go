@@ -229,6 +229,17 @@ func printStatus(w io.Writer, s control.Status) {
 	} else {
 		fmt.Fprintf(tw, "Tag index:\toff\n")
 	}
+	if p := s.Prealloc; p != nil {
+		fmt.Fprintf(tw, "Pre-allocation:\tnode %s, journal %s\n", p.Node, p.Journal)
+		fmt.Fprintf(tw, "Pre-allocated:\t%d files ready (pool %d per directory), %d hits, %d misses, %d renames pending, %d landed, %d retries, %d conflicts, %d lost\n",
+			p.PoolFiles, p.PoolSize, p.Hits, p.Misses, p.Pending, p.Landed, p.RenameRetries, p.Conflicts, p.Lost)
+		for _, c := range p.Recent {
+			fmt.Fprintf(tw, "  conflict:\t%s (parent %d) kept as %s: %s\n", c.Name, c.Parent, c.LandedAs, c.Reason)
+		}
+		for k, v := range p.Errors {
+			fmt.Fprintf(tw, "  error (%s):\t%s\n", k, v)
+		}
+	}
 	if b := s.BPF; b != nil {
 		if b.Enabled {
 			fmt.Fprintf(tw, "eBPF:\ton (--bpf=%s); %d reads: %s passthrough, %s page cache, %s daemon; %d opens",
