@@ -172,7 +172,7 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 	p("## Graph-aware cache: remote object storage behind toxiproxy\n\n")
 	p("Command: `%s`, %s, %d run(s) per pass, %s.\n\n", info.commandLine, info.date.UTC().Format("2006-01-02 15:04 UTC"), cfg.runs, info.duration.Round(time.Second))
 	p("Machine: %d cores, %s, Linux %s; load average %s at the start, %s at the end.\n\n", info.nproc, info.memory, info.kernel, info.loadStart, info.loadEnd)
-	p("Volume: `%s` (block size 4 MiB, no compression): metadata in Redis db 0 and objects in db 1 of a private redis-server, reached through toxiproxy (%s) whose latency toxic holds back every reply by the latency of the table. Data set: %s and %s, written through a juicefs CLI mount with no latency (%.0f s) and into the native directory (%.0f s); tags are `user.xdg.tags` xattrs.\n\n",
+	p("Volume: `%s` (block size 4 MiB, no compression): metadata in Redis db 0 and objects in db 1 of a private redis-server, reached through toxiproxy (%s) whose latency toxic holds back every reply by the latency of the table. Data set: %s and %s, written through a juicefs CLI mount with no latency (%.1f s) and into the native directory (%.1f s); tags are `user.xdg.tags` xattrs.\n\n",
 		info.format, info.toxiproxyVersion, smallDesc, largeDesc, info.writeVolume.Seconds(), info.writeNative.Seconds())
 	p("Targets:\n")
 	for _, t := range cfg.targets {

@@ -627,6 +627,9 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	fmt.Fprintf(lf, "### %s %s %s\n", time.Now().Format(time.RFC3339), t.name, strings.Join(args, " "))
 	cmd.Stderr = lf
 	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		return passResult{}, ctx.Err()
+	}
 	if err != nil {
 		return passResult{}, fmt.Errorf("reader: %w; log %s:\n%s", err, lf.Name(), tailFile(lf.Name(), 5))
 	}
