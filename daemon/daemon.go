@@ -174,6 +174,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
 	}
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
+	if d.tags != nil {
+		d.tags.paths = newPathResolver(d.vol.Meta, d.fs.NamespaceGen)
+	}
 	if d.tags != nil && d.tags.auto != nil {
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })

@@ -8,6 +8,7 @@ import (
 	"context"
 	"math"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -49,6 +50,10 @@ type FS struct {
 
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
+
+	// nsGen counts removals and renames made through this mount: caches of
+	// inode-to-path answers compare it to know they may still be right.
+	nsGen atomic.Uint64
 }
 
 // New returns the file system for an open JuiceFS VFS.
@@ -76,6 +81,10 @@ func (fs *FS) Init(s *fuse.Server) {
 func (fs *FS) Idle(d time.Duration) bool {
 	return time.Since(time.Unix(0, fs.ops.last.Load())) >= d
 }
+
+// NamespaceGen changes whenever a name is removed or renamed through this
+// mount. Callers that cache paths keep them only while it stays the same.
+func (fs *FS) NamespaceGen() uint64 { return fs.nsGen.Load() }
 
 // OpCounts returns how many requests of each kind the mount has served.
 func (fs *FS) OpCounts() map[string]uint64 { return fs.ops.snapshot() }
@@ -265,6 +274,7 @@ func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse
 	victim := fs.inodeOf(ctx, h.NodeId, name)
 	err := fs.v.Unlink(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 {
+		fs.nsGen.Add(1)
 		fs.afterRemove(ctx, h.NodeId, name, victim)
 	}
 	return st(err)
@@ -282,7 +292,11 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
 		return status
 	}
-	return st(fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name))
+	err := fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name)
+	if err == 0 {
+		fs.nsGen.Add(1)
+	}
+	return st(err)
 }
 
 // Rename moves a name, honouring RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -302,6 +316,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 	dst := fs.inodeOf(ctx, in.Newdir, newName)
 	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
 	if err == 0 {
+		fs.nsGen.Add(1)
 		fs.afterRename(ctx, in, oldName, newName, src, dst)
 	}
 	return st(err)
