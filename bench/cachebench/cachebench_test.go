@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -392,4 +393,34 @@ func TestMain(m *testing.M) {
 		os.Exit(readerMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
+}
+
+func TestParseCounters(t *testing.T) {
+	text := `# HELP disgrafs_cache_hits_total x
+# TYPE disgrafs_cache_hits_total counter
+disgrafs_cache_hits_total{kind="files"} 12
+disgrafs_cache_hits_total{kind="bytes"} 4096
+disgrafs_other 3
+juicefs_blockcache_hits{mp="/m",vol_name="v"} 7
+juicefs_object_request_durations_histogram_seconds_bucket{method="GET",le="0.1"} 5
+juicefs_object_request_durations_histogram_seconds_count{method="GET",mp="/m"} 9
+`
+	got, err := parseCounters(bufio.NewScanner(strings.NewReader(text)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{`disgrafs_cache_hits_total{kind="files"}`: 12, `disgrafs_cache_hits_total{kind="bytes"}`: 4096,
+		"juicefs_blockcache_hits": 7, `juicefs_object_request_durations_histogram_seconds_count{method="GET"}`: 9}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+	before := map[string]float64{"juicefs_blockcache_hits": 2, `disgrafs_cache_hits_total{kind="bytes"}`: 4096}
+	if d := counterDelta(before, got); d != `disgrafs_cache_hits_total{kind="files"}=12 juicefs_blockcache_hits=5 juicefs_object_request_durations_histogram_seconds_count{method="GET"}=9` {
+		t.Errorf("delta %s", d)
+	}
 }

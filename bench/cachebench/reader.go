@@ -24,6 +24,9 @@ type passResult struct {
 	Bytes   int64   `json:"bytes"`   // bytes read and verified
 	Seconds float64 `json:"seconds"` // wall time of the pass
 	Partial bool    `json:"partial"` // stopped at the time limit before the end
+	// counters: what the mount's cache metrics did during the pass (filled
+	// in by the parent from the metrics endpoint).
+	counters string
 }
 
 func (r passResult) filesPerSec() float64 { return float64(r.Files) / r.Seconds }

@@ -297,6 +297,22 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 		}
 	}
 	p("\n</details>\n")
+	var cs []string
+	for _, lat := range cfg.latencies {
+		for _, kind := range []string{kindSmall, kindLarge} {
+			for _, th := range cfg.threads {
+				for _, t := range cfg.targets {
+					rs := res[passKey{lat, kind, th, t}]
+					if len(rs) > 0 && rs[len(rs)-1].counters != "" {
+						cs = append(cs, fmt.Sprintf("| %s | %s | %d | %s | %s |\n", latencyName(lat), kind, th, t, rs[len(rs)-1].counters))
+					}
+				}
+			}
+		}
+	}
+	if len(cs) > 0 {
+		p("\n<details><summary>Cache counters of the last run (change over the pass)</summary>\n\n| latency | files | threads | target | counters |\n|---|---|--:|---|---|\n%s\n</details>\n", strings.Join(cs, ""))
+	}
 	return b.String()
 }
 

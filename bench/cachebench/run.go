@@ -573,6 +573,9 @@ func measure(ctx context.Context, e *env, res results) error {
 						eta := time.Duration(float64(elapsed) / float64(n) * float64(total-n)).Round(time.Second)
 						e.logf("[%d/%d] %s run %d/%d %-13s %s x%d: %.0f files/s, %.1f MB/s, %.2f s%s; about %s to go",
 							n, total, lat, rep+1, cfg.runs, t.name, kind, th, r.filesPerSec(), r.mbPerSec(), r.Seconds, mark, eta)
+						if r.counters != "" {
+							e.logf("        counters: %s", r.counters)
+						}
 					}
 				}
 			}
@@ -609,6 +612,10 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	} else if t.m != nil && !t.m.p.running() {
 		return passResult{}, fmt.Errorf("%s exited (%v); log %s:\n%s", t.name, t.m.p.waitErr, t.m.spec.logPath, tailFile(t.m.spec.logPath, 20))
 	}
+	var before map[string]float64
+	if t.m != nil {
+		before, _ = scrapeCounters(ctx, t.metrics)
+	}
 	if err := dropCaches(); err != nil {
 		return passResult{}, err
 	}
@@ -636,6 +643,13 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	var r passResult
 	if err := json.Unmarshal(out, &r); err != nil {
 		return passResult{}, fmt.Errorf("reader output %q: %w", out, err)
+	}
+	if t.m != nil {
+		if after, err := scrapeCounters(ctx, t.metrics); err == nil {
+			r.counters = counterDelta(before, after)
+		} else {
+			r.counters = err.Error()
+		}
 	}
 	return r, nil
 }
