@@ -46,6 +46,7 @@ func TestParseFlags(t *testing.T) {
 		{name: "latency not in ms", args: []string{"-latencies", "1500us"}, wantErr: "milliseconds"},
 		{name: "bad latency", args: []string{"-latencies", "fast"}, wantErr: "milliseconds"},
 		{name: "bad threads", args: []string{"-threads", "0"}, wantErr: "thread count"},
+		{name: "page cache", args: []string{"-page-cache", "keep"}, wantErr: "-page-cache"},
 		{name: "runs", args: []string{"-runs", "0"}, wantErr: "-runs"},
 		{name: "sizes", args: []string{"-small-min-kib", "8", "-small-max-kib", "4"}, wantErr: "small-min-kib"},
 		{name: "extra args", args: []string{"x"}, wantErr: "unexpected arguments"},

@@ -56,6 +56,7 @@ type config struct {
 	runs         int
 	data         dataSpec
 	passLimit    time.Duration
+	pageCache    string
 	warmThreads  int
 	writers      int
 	disgrafsArgs []string
@@ -92,6 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.data.largeMiB, "large-mib", 1024, "size of each large file, MiB")
 	fs.Uint64Var(&c.data.seed, "seed", 1, "seed of the file sizes, contents and read orders")
 	fs.DurationVar(&c.passLimit, "pass-limit", 2*time.Minute, "longest a pass may take; a pass cut short reports its rate so far (marked; its epoch time is extrapolated). 0: no limit")
+	fs.StringVar(&c.pageCache, "page-cache", "drop", "drop: empty the page cache before every pass; second-epoch: warm targets and native read every file once, unmeasured, right before their pass (a training job's next epoch, with the kernel's caches warm); cold targets are dropped either way")
 	fs.IntVar(&c.warmThreads, "warmup-threads", 8, "threads of juicefs warmup (-p); disgrafs warmup runs with its default")
 	fs.IntVar(&c.writers, "writers", 8, "parallel writers when creating the data set")
 	fs.StringVar(&dgArgs, "disgrafs-args", "", "extra flags for 'disgrafs mount' (space separated)")
@@ -142,6 +144,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("need 1 <= -small-min-kib <= -small-max-kib <= 1024")
 	case c.data.largeFiles < 0 || c.data.largeMiB < 1:
 		return nil, errors.New("-large must be at least 0 and -large-mib at least 1")
+	case c.pageCache != "drop" && c.pageCache != "second-epoch":
+		return nil, fmt.Errorf("-page-cache %q: want drop or second-epoch", c.pageCache)
 	case c.passLimit < 0:
 		return nil, errors.New("-pass-limit must not be negative")
 	case c.warmThreads < 1 || c.writers < 1:

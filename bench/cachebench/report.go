@@ -183,7 +183,12 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 		p("\n")
 	}
 	p("- juicefs: %s; disgrafs: %s.\n\n", info.juicefsVersion, orUnknown(info.disgrafsVersion))
-	p("Every pass reads every file of its kind once, in an order shuffled per run (the same order for every target), with N threads taking the next file; each file's length and CRC-32C are checked. The page cache is dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every pass.")
+	p("Every pass reads every file of its kind once, in an order shuffled per run (the same order for every target), with N threads taking the next file; each file's length and CRC-32C are checked.")
+	if cfg.pageCache == "drop" {
+		p(" The page cache is dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every pass: warm means warm on local disk, not in memory.")
+	} else {
+		p(" Page cache: cold targets are dropped (`echo 3 > /proc/sys/vm/drop_caches`) and remounted before every pass; warm targets and native read every file once, unmeasured, right before their pass (`-page-cache second-epoch`: the next epoch of a training job, kernel caches warm).")
+	}
 	if cfg.passLimit > 0 {
 		p(" A pass stops after %s; a value marked `*` comes from a pass cut there (rate over the files read, epoch time extrapolated).", cfg.passLimit)
 	}

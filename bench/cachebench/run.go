@@ -612,33 +612,47 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	} else if t.m != nil && !t.m.p.running() {
 		return passResult{}, fmt.Errorf("%s exited (%v); log %s:\n%s", t.name, t.m.p.waitErr, t.m.spec.logPath, tailFile(t.m.spec.logPath, 20))
 	}
-	var before map[string]float64
-	if t.m != nil {
-		before, _ = scrapeCounters(ctx, t.metrics)
-	}
-	if err := dropCaches(); err != nil {
-		return passResult{}, err
-	}
 	self, err := os.Executable()
 	if err != nil {
 		return passResult{}, err
 	}
-	args := []string{"read", "-root", t.root, "-manifest", e.manifest, "-kind", kind,
-		"-threads", strconv.Itoa(threads), "-seed", strconv.FormatUint(seed, 10), "-limit", e.cfg.passLimit.String()}
-	cmd := exec.CommandContext(ctx, self, args...)
 	lf, err := os.OpenFile(filepath.Join(e.logs, "reader.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return passResult{}, err
 	}
 	defer lf.Close()
-	fmt.Fprintf(lf, "### %s %s %s\n", time.Now().Format(time.RFC3339), t.name, strings.Join(args, " "))
-	cmd.Stderr = lf
-	out, err := cmd.Output()
-	if ctx.Err() != nil {
-		return passResult{}, ctx.Err()
+	reader := func(what string, seed uint64) ([]byte, error) {
+		args := []string{"read", "-root", t.root, "-manifest", e.manifest, "-kind", kind,
+			"-threads", strconv.Itoa(threads), "-seed", strconv.FormatUint(seed, 10), "-limit", e.cfg.passLimit.String()}
+		fmt.Fprintf(lf, "### %s %s %s: %s\n", time.Now().Format(time.RFC3339), t.name, what, strings.Join(args, " "))
+		cmd := exec.CommandContext(ctx, self, args...)
+		cmd.Stderr = lf
+		out, err := cmd.Output()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reader: %w; log %s:\n%s", err, lf.Name(), tailFile(lf.Name(), 5))
+		}
+		return out, nil
 	}
+	if e.cfg.pageCache == "drop" || t.cold() {
+		if err := dropCaches(); err != nil {
+			return passResult{}, err
+		}
+	} else {
+		// The previous epoch, unmeasured: the kernel keeps what it cached.
+		if _, err := reader("unmeasured epoch", seed+500); err != nil {
+			return passResult{}, err
+		}
+	}
+	var before map[string]float64
+	if t.m != nil {
+		before, _ = scrapeCounters(ctx, t.metrics)
+	}
+	out, err := reader("pass", seed)
 	if err != nil {
-		return passResult{}, fmt.Errorf("reader: %w; log %s:\n%s", err, lf.Name(), tailFile(lf.Name(), 5))
+		return passResult{}, err
 	}
 	var r passResult
 	if err := json.Unmarshal(out, &r); err != nil {
