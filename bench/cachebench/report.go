@@ -187,7 +187,7 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 	if cfg.pageCache == "drop" {
 		p(" The page cache is dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every pass: warm means warm on local disk, not in memory.")
 	} else {
-		p(" Page cache: cold targets are dropped (`echo 3 > /proc/sys/vm/drop_caches`) and remounted before every pass; warm targets and native read every file once, unmeasured, right before their pass (`-page-cache second-epoch`: the next epoch of a training job, kernel caches warm).")
+		p(" Page cache: cold targets are dropped (`echo 3 > /proc/sys/vm/drop_caches`) and remounted before every pass; warm targets and native read every file once, unmeasured and in the same order (with twice the pass limit), right before their pass (`-page-cache second-epoch`: the next epoch of a training job, kernel caches warm).")
 	}
 	if cfg.passLimit > 0 {
 		p(" A pass stops after %s; a value marked `*` comes from a pass cut there (rate over the files read, epoch time extrapolated).", cfg.passLimit)

@@ -621,9 +621,9 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 		return passResult{}, err
 	}
 	defer lf.Close()
-	reader := func(what string, seed uint64) ([]byte, error) {
+	reader := func(what string, limit time.Duration) ([]byte, error) {
 		args := []string{"read", "-root", t.root, "-manifest", e.manifest, "-kind", kind,
-			"-threads", strconv.Itoa(threads), "-seed", strconv.FormatUint(seed, 10), "-limit", e.cfg.passLimit.String()}
+			"-threads", strconv.Itoa(threads), "-seed", strconv.FormatUint(seed, 10), "-limit", limit.String()}
 		fmt.Fprintf(lf, "### %s %s %s: %s\n", time.Now().Format(time.RFC3339), t.name, what, strings.Join(args, " "))
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = lf
@@ -642,7 +642,9 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 		}
 	} else {
 		// The previous epoch, unmeasured: the kernel keeps what it cached.
-		if _, err := reader("unmeasured epoch", seed+500); err != nil {
+		// Same order as the pass, and twice its time limit, so that a pass
+		// cut at the limit reads only files the epoch before it read.
+		if _, err := reader("unmeasured epoch", 2*e.cfg.passLimit); err != nil {
 			return passResult{}, err
 		}
 	}
@@ -650,7 +652,7 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	if t.m != nil {
 		before, _ = scrapeCounters(ctx, t.metrics)
 	}
-	out, err := reader("pass", seed)
+	out, err := reader("pass", e.cfg.passLimit)
 	if err != nil {
 		return passResult{}, err
 	}
