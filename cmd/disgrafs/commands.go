@@ -158,7 +158,30 @@ func printStatus(w io.Writer, s control.Status) {
 	fmt.Fprintf(tw, "Volume:\t%s (%s)\n", s.Volume, kind)
 	fmt.Fprintf(tw, "Metadata:\t%s\n", s.MetaURL)
 	fmt.Fprintf(tw, "Storage:\t%s\n", s.StorageURL)
-	fmt.Fprintf(tw, "Cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
+	if c := s.Cache; c != nil {
+		fmt.Fprintf(tw, "File cache:\t%s, %d files, %s of %s\n", c.Dir, c.Files, humanize.IBytes(uint64(max(c.Bytes, 0))), humanize.IBytes(uint64(max(c.Budget, 0))))
+		fmt.Fprintf(tw, "Passthrough:\t%s\n", c.PassthroughNote)
+		if c.Prefetch {
+			fmt.Fprintf(tw, "Prefetch:\ton, %d queued\n", c.PrefetchQueue)
+		} else {
+			fmt.Fprintf(tw, "Prefetch:\toff\n")
+		}
+		for _, wu := range c.Warmups {
+			p := wu.Progress
+			state := "running"
+			if p.Done {
+				state = "done"
+			}
+			if p.Error != "" {
+				state += ": " + p.Error
+			}
+			fmt.Fprintf(tw, "Warmup:\t%s %s (%s): %d/%d files, %s/%s\n", p.Mode, wu.What, state, p.Files, p.Total,
+				humanize.IBytes(uint64(max(p.Bytes, 0))), humanize.IBytes(uint64(max(p.TotalBytes, 0))))
+		}
+	} else {
+		fmt.Fprintf(tw, "File cache:\toff\n")
+	}
+	fmt.Fprintf(tw, "Block cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
 	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second))
 	if s.MetricsAddr != "" {
 		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics\n", s.MetricsAddr)
