@@ -15,8 +15,10 @@
 //	(d) disgrafs-warm  disgrafs after `disgrafs warmup --tag train`
 //	(e) native         a plain local directory holding the same files
 //
-// The page cache is dropped before every pass, cold targets are remounted
-// with an empty cache directory before every pass. The report gives medians
+// The page cache is dropped before every pass (-page-cache second-epoch
+// instead reads every file once, unmeasured, before the passes of warm
+// targets and native); cold targets are remounted with an empty cache
+// directory before every pass. The report gives medians
 // and the ratios the issue sets goals for.
 //
 // Usage: cachebench [flags]  (needs root: FUSE mounts, drop_caches)
