@@ -176,16 +176,74 @@ func Open(cfg Config) (*Cache, error) {
 		cfg: cfg, log: cfg.Log, met: cfg.Metrics, crc: crc32.MakeTable(crc32.Castagnoli),
 		entries: map[uint64]*entry{}, lru: list.New(), dirty: map[uint64]struct{}{},
 	}
-	if err := c.openIndex(); err != nil {
+	if err := c.safeOpenIndex(); err != nil {
 		return nil, err
 	}
-	if err := c.load(); err != nil {
+	if err := c.safeLoad(); err != nil {
+		// The index is damaged in a way bbolt only notices while reading
+		// it. The cached files are only copies: start empty.
 		_ = c.db.Close()
-		return nil, err
+		c.entries, c.lru, c.used = map[uint64]*entry{}, list.New(), 0
+		path := filepath.Join(cfg.Dir, "index.db")
+		if err := c.discardIndex(path, err); err != nil {
+			return nil, err
+		}
 	}
 	c.met.setBudget(cfg.Capacity)
 	c.report()
 	return c, nil
+}
+
+// safeOpenIndex is openIndex, with bbolt's panics on a corrupt file turned
+// into starting empty.
+func (c *Cache) safeOpenIndex() (err error) {
+	path := filepath.Join(c.cfg.Dir, "index.db")
+	defer func() {
+		if r := recover(); r != nil {
+			if c.db != nil {
+				_ = c.db.Close()
+				c.db = nil
+			}
+			err = c.discardIndex(path, fmt.Errorf("corrupt cache index: %v", r))
+		}
+	}()
+	return c.openIndex()
+}
+
+// safeLoad is load, with bbolt's panics on corrupt pages turned into errors.
+func (c *Cache) safeLoad() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("corrupt cache index: %v", r)
+		}
+	}()
+	return c.load()
+}
+
+// discardIndex moves a bad index aside, clears the cached files and opens a
+// new, empty index.
+func (c *Cache) discardIndex(path string, why error) error {
+	aside := path + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
+	c.log.Warn("the cache index is unreadable: starting with an empty cache", "index", path, "moved_to", aside, "error", why)
+	if err := os.Rename(path, aside); err != nil {
+		return fmt.Errorf("cache index %s: %w (and cannot move it aside: %v)", path, why, err)
+	}
+	if err := os.RemoveAll(filepath.Join(c.cfg.Dir, "files")); err != nil {
+		return fmt.Errorf("cache: clear files: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(c.cfg.Dir, "files"), 0o700); err != nil {
+		return fmt.Errorf("cache directory: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true})
+	if err != nil {
+		return fmt.Errorf("cache index %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bucket); return err }); err != nil {
+		_ = db.Close()
+		return fmt.Errorf("cache index %s: %w", path, err)
+	}
+	c.db = db
+	return nil
 }
 
 // openIndex opens the bbolt index; a corrupt index is moved aside and the
@@ -206,25 +264,7 @@ func (c *Cache) openIndex() error {
 		}
 	}
 	if err != nil {
-		aside := path + ".corrupt-" + strconv.FormatInt(time.Now().Unix(), 10)
-		c.log.Warn("the cache index is unreadable: starting with an empty cache", "index", path, "moved_to", aside, "error", err)
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return fmt.Errorf("cache index %s: %w (and cannot move it aside: %v)", path, err, rerr)
-		}
-		if err := os.RemoveAll(filepath.Join(c.cfg.Dir, "files")); err != nil {
-			return fmt.Errorf("cache: clear files: %w", err)
-		}
-		if err := os.MkdirAll(filepath.Join(c.cfg.Dir, "files"), 0o700); err != nil {
-			return fmt.Errorf("cache directory: %w", err)
-		}
-		db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true})
-		if err != nil {
-			return fmt.Errorf("cache index %s: %w", path, err)
-		}
-		if err := db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucketIfNotExists(bucket); return err }); err != nil {
-			_ = db.Close()
-			return fmt.Errorf("cache index %s: %w", path, err)
-		}
+		return c.discardIndex(path, err)
 	}
 	c.db = db
 	return nil
@@ -496,6 +536,7 @@ func (c *Cache) reserve(n int64) error {
 			break
 		}
 		e := back.Value.(*entry)
+		c.log.Debug("evicting", "ino", e.ino, "bytes", e.size, "idle", time.Duration(time.Now().UnixNano()-e.lastUse))
 		need -= e.size
 		evicted = append(evicted, e.ino)
 		c.removeLocked(e)
@@ -713,10 +754,10 @@ func (c *Cache) Run(ctx context.Context) {
 
 // Stats describes the cache.
 type Stats struct {
-	Dir       string `json:"dir"`
-	Files     int    `json:"files"`
-	Bytes     int64  `json:"bytes"`
-	Capacity  int64  `json:"capacity"`
+	Dir       string  `json:"dir"`
+	Files     int     `json:"files"`
+	Bytes     int64   `json:"bytes"`
+	Capacity  int64   `json:"capacity"`
 	FreeRatio float64 `json:"free_ratio"`
 }
 

@@ -271,3 +271,51 @@ func TestWarmup(t *testing.T) {
 		t.Fatalf("evict: %+v, %d files left", p, c.Stats().Files)
 	}
 }
+
+func TestDamagedIndexNeverStopsTheCache(t *testing.T) {
+	ctx := context.Background()
+	for _, off := range []int64{0, 4096, 4096*2 + 100, 4096*3 + 16, 4096 * 4} {
+		t.Run(fmt.Sprint(off), func(t *testing.T) {
+			dir := t.TempDir()
+			src := &dirSource{dir: t.TempDir()}
+			c, err := Open(Config{Dir: dir, Capacity: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for ino := uint64(1); ino <= 50; ino++ {
+				src.write(t, ino, []byte(fmt.Sprint("content ", ino)))
+				if _, err := c.Fill(ctx, src, ino); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(filepath.Join(dir, "index.db"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(bytes.Repeat([]byte{0xA5}, 512), off); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			c, err = Open(Config{Dir: dir, Capacity: 1 << 20})
+			if err != nil {
+				t.Fatalf("a damaged index stopped the cache: %v", err)
+			}
+			defer c.Close()
+			// Whatever survived is served only if intact; the cache works.
+			for ino := uint64(1); ino <= 50; ino++ {
+				v, _ := src.Stat(ctx, ino)
+				if h, ok := c.Get(ino, v); ok {
+					if got := readHit(t, h); string(got) != fmt.Sprint("content ", ino) {
+						t.Fatalf("inode %d: served %q", ino, got)
+					}
+				}
+			}
+			if _, err := c.Fill(ctx, src, 1); err != nil {
+				t.Fatalf("fill after a damaged index: %v", err)
+			}
+		})
+	}
+}

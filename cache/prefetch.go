@@ -23,8 +23,8 @@ type PrefetchConfig struct {
 	// Depth 1 queues the files related to the opened one; 2 also those
 	// related to each prefetched file, and so on.
 	Depth int
-	// Threads is how many files are fetched at once when the mount is idle;
-	// while foreground reads go through the daemon only one is.
+	// Threads is how many files are fetched at once when no foreground read
+	// goes through the daemon; half as many while some do.
 	Threads int
 	// QueueLen bounds the queue; the oldest entries are dropped first.
 	QueueLen int
@@ -232,7 +232,7 @@ func (p *Prefetcher) next() *job {
 		if p.closed {
 			return nil
 		}
-		if f := p.queue.Front(); f != nil && (p.active == 0 || p.foreground() == 0) {
+		if f := p.queue.Front(); f != nil && p.active < p.allowed() {
 			j := f.Value.(*job)
 			p.removeLocked(j)
 			if time.Since(j.at) > p.cfg.MaxAge {
@@ -244,6 +244,18 @@ func (p *Prefetcher) next() *job {
 		}
 		p.cond.Wait()
 	}
+}
+
+// allowed is how many fetches may run now: all threads while no foreground
+// read goes through the daemon, half of them (at least one) while some do.
+// Reads from remote storage are bound by latency, not bandwidth, so a few
+// fetches beside them cost them little, and each one that lands turns a later
+// foreground miss into a hit.
+func (p *Prefetcher) allowed() int {
+	if p.foreground() == 0 {
+		return p.cfg.Threads
+	}
+	return max(1, p.cfg.Threads/2)
 }
 
 func (p *Prefetcher) worker(ctx context.Context) {

@@ -27,6 +27,16 @@ type Status struct {
 	Ops         map[string]uint64 `json:"ops"`
 	Tags        *TagInfo          `json:"tags,omitempty"`
 	Cache       *CacheInfo        `json:"cache,omitempty"`
+	// Instance is the node label on every metric (the host name).
+	Instance string `json:"instance"`
+	// FUSE is what the mount served lately: request rates and latencies.
+	FUSE *FUSEInfo `json:"fuse,omitempty"`
+	// Sections are the parts that subsystems add for themselves, in the
+	// order they registered; SectionCache, SectionPrealloc and SectionBPF
+	// are the names reserved for the whole-file cache, preallocation and
+	// eBPF. A subsystem that is off or not built adds none.
+	Sections []Section `json:"sections,omitempty"`
+	BPF      *BPFInfo  `json:"bpf,omitempty"`
 }
 
 // CacheInfo is the whole-file cache part of the status.
@@ -62,6 +72,65 @@ type WarmupInfo struct {
 	Progress  cache.Progress `json:"progress"`
 }
 
+// Reserved section names (Status.Sections).
+const (
+	SectionCache    = "cache"    // the whole-file cache, warmup and prefetch
+	SectionPrealloc = "prealloc" // preallocated inodes and chunks
+	SectionBPF      = "bpf"      // eBPF tracing of the mount's readers
+)
+
+// Section is one subsystem's part of the status.
+type Section struct {
+	Name  string `json:"name"`
+	Title string `json:"title"` // heading in 'disgrafs status'
+	// Lines are printed under the heading, one "key: value" per line.
+	Lines []string `json:"lines,omitempty"`
+	// Data is the machine-readable form, for --json.
+	Data any `json:"data,omitempty"`
+}
+
+// FUSEInfo sums up the mount's recent FUSE traffic.
+type FUSEInfo struct {
+	// Window is how many seconds the rates span (up to the last 10 s; less
+	// just after the start).
+	Window float64 `json:"window_seconds"`
+	// Requests per second over the window, all operations together.
+	OpsPerSecond float64 `json:"ops_per_second"`
+	// Rates per operation with requests in the window, busiest first.
+	Rates []OpRate `json:"rates"`
+	// Timed is false when latencies are not measured (metrics off).
+	Timed bool `json:"timed"`
+}
+
+// OpRate is one operation's share of FUSEInfo.
+type OpRate struct {
+	Op           string  `json:"op"`
+	PerSecond    float64 `json:"per_second"`
+	AvgLatencyMs float64 `json:"avg_latency_ms"`
+	Total        uint64  `json:"total"`
+}
+
+// BPFInfo is the eBPF read accounting part of the status.
+type BPFInfo struct {
+	Mode    string `json:"mode"` // off, auto or on
+	Enabled bool   `json:"enabled"`
+	// Reason says why it is not enabled.
+	Reason string `json:"reason,omitempty"`
+	// Error is the last drain error, if the last drain failed.
+	Error     string `json:"error,omitempty"`
+	ReadCalls uint64 `json:"read_calls"`
+	ReadBytes struct {
+		Passthrough uint64 `json:"passthrough"`
+		PageCache   uint64 `json:"page_cache"`
+		Daemon      uint64 `json:"daemon"`
+	} `json:"read_bytes"`
+	OpenEvents uint64 `json:"open_events"`
+	// Lost counts reads and events the kernel side had to drop (full maps).
+	Lost uint64 `json:"lost"`
+	// ProgramIDs are the kernel ids of the attached programs.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
+}
+
 // TagInfo is the tags part of the status.
 type TagInfo struct {
 	Backend      string `json:"backend"`
@@ -75,6 +144,11 @@ type TagInfo struct {
 	AutoQueued   int    `json:"auto_queued"`
 	AutoFailed   uint64 `json:"auto_failed"`
 	AutoDropped  uint64 `json:"auto_dropped"`
+	AutoCapacity int    `json:"auto_capacity,omitempty"`
+	// Graph latency over the daemon's life, from the metrics decorator.
+	GraphCalls        uint64  `json:"graph_calls,omitempty"`
+	GraphErrors       uint64  `json:"graph_errors,omitempty"`
+	GraphAvgLatencyMs float64 `json:"graph_avg_latency_ms,omitempty"`
 }
 
 // FoundFile is one result of find (POST /v1/find) and related (POST /v1/related).
@@ -100,4 +174,39 @@ type UnmountRequest struct {
 	// Lazy detaches the mount even while files are open; the daemon serves
 	// them until they are closed, then exits.
 	Lazy bool `json:"lazy"`
+}
+
+// BPFTop is the reply of GET /v1/bpf/top: what the last eBPF drain interval saw.
+type BPFTop struct {
+	Enabled  bool    `json:"enabled"`
+	Reason   string  `json:"reason,omitempty"`
+	Interval float64 `json:"interval_seconds"` // length of the interval below
+	// Bytes applications read in the interval, by source.
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+	ReadCalls   uint64 `json:"read_calls"`
+	Opens       uint64 `json:"opens"`
+	// Files by bytes read in the interval, hottest first.
+	Files []BPFFile `json:"files"`
+	// FUSE requests in the interval, by opcode.
+	Fuse []BPFFuseOp `json:"fuse"`
+}
+
+// BPFFile is one file of BPFTop.
+type BPFFile struct {
+	Ino         uint64 `json:"ino"`
+	Path        string `json:"path,omitempty"`
+	Calls       uint64 `json:"calls"`
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+}
+
+// BPFFuseOp is one opcode of BPFTop.
+type BPFFuseOp struct {
+	Op      string  `json:"op"`
+	Count   uint64  `json:"count"`
+	Errors  uint64  `json:"errors"`
+	AvgSecs float64 `json:"avg_seconds"`
 }

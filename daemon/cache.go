@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/juicedata/juicefs/pkg/meta"
 
+	"github.com/disgrafs/disgrafs/bpf"
 	"github.com/disgrafs/disgrafs/cache"
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
@@ -334,9 +336,14 @@ func following(l *nameList, ino uint64, limit int) []uint64 {
 // registerCacheControl serves warmup.
 func (d *Daemon) registerCacheControl() {
 	d.ctl.HandleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
-		var req control.WarmupRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&req); err != nil {
-			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup request: %w", err)})
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<20))
+		if err != nil {
+			control.WriteError(w, http.StatusBadRequest, fmt.Errorf("warmup request: %w", err))
+			return
+		}
+		req, err := control.DecodeWarmup(body)
+		if err != nil {
+			control.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
 		if d.cache == nil {
@@ -344,13 +351,8 @@ func (d *Daemon) registerCacheControl() {
 			return
 		}
 		mode := cache.WarmupMode(req.Mode)
-		switch mode {
-		case "":
+		if mode == "" {
 			mode = cache.ModeWarm
-		case cache.ModeWarm, cache.ModeCheck, cache.ModeEvict:
-		default:
-			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup mode %q: want warm, check or evict", req.Mode)})
-			return
 		}
 		inos, what, err := d.warmupSet(r.Context(), req)
 		if err != nil {
@@ -453,4 +455,21 @@ func (d *Daemon) warmupSet(ctx context.Context, req control.WarmupRequest) ([]ui
 	inos = append(inos, req.Inos...)
 	slices.Sort(inos)
 	return slices.Compact(inos), what, nil
+}
+
+// feedCacheFromBPF gives the cache the recency of reads the daemon never sees
+// (passthrough and the page cache): a file read through a long-lived open
+// stays hot although it was opened once. Without eBPF, opens count.
+func (d *Daemon) feedCacheFromBPF() {
+	if d.cache == nil {
+		return
+	}
+	c := d.cache.c
+	d.AddBPFSink(func(dr bpf.Drained) {
+		for _, in := range dr.Inodes {
+			if sp := in.Split(); sp.Passthrough > 0 || sp.PageCache > 0 {
+				c.Touch(in.Ino)
+			}
+		}
+	})
 }

@@ -48,6 +48,7 @@ type Config struct {
 	FuseDevice      string // /dev/fuse unless a test says otherwise
 	Tags            TagsConfig
 	Cache           CacheConfig
+	BPF             string // --bpf: off, auto (default) or on
 }
 
 // Daemon is a running mount.
@@ -65,8 +66,10 @@ type Daemon struct {
 	started time.Time
 	tags    *tagState
 	cache   *cacheState
+	bpf     *bpfState
 	bg      context.Context
 	stopBg  context.CancelFunc
+	obs     observer
 
 	stop chan control.UnmountRequest
 }
@@ -184,6 +187,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if d.tags != nil {
 		d.tags.paths = newPathResolver(d.vol.Meta, d.fs.NamespaceGen)
 	}
+	if err := d.registerMetrics(); err != nil {
+		return nil, err
+	}
 	if d.tags != nil && d.tags.auto != nil {
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })
@@ -204,8 +210,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.runCache()
 
+	if err := d.startBPF(ctx); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, d.stopBPF)
+	d.feedCacheFromBPF()
+
 	if cfg.MetricsAddr != "" {
-		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg.Registry)
+		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -213,6 +225,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.ctl = control.NewServer()
 	d.registerControl()
+	d.registerObsControl()
 	if d.tags != nil {
 		d.registerTagControl()
 	}
@@ -270,12 +283,13 @@ func (d *Daemon) registerControl() {
 	d.ctl.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
 		return d.Status(), nil
 	})
+	d.ctl.Handle("GET", "bpf/top", func(ctx context.Context, _ []byte) (any, error) {
+		return d.bpfTop(), nil
+	})
 	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
-		var req control.UnmountRequest
-		if len(body) > 0 {
-			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, control.BadRequest{Err: fmt.Errorf("unmount request: %w", err)}
-			}
+		req, err := control.DecodeUnmount(body)
+		if err != nil {
+			return nil, err
 		}
 		if !req.Lazy {
 			// Try now so that a busy mount is reported to the caller.
@@ -311,6 +325,10 @@ func (d *Daemon) Status() control.Status {
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
 		Cache:       d.cacheInfo(),
+		Instance:    d.reg.Labels[metrics.LabelInstance],
+		FUSE:        d.fuseInfo(),
+		Sections:    d.statusSections(context.Background()),
+		BPF:         d.bpfInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -405,6 +423,7 @@ func (d *Daemon) shutdown() error {
 			d.log.Warn("saving co-access edges", "error", err)
 		}
 	}
+	d.stopBPF()
 	d.stopBg()
 	d.stopCache()
 	err := d.vol.Close()

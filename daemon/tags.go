@@ -15,6 +15,7 @@ import (
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/graph/boltstore"
 	"github.com/disgrafs/disgrafs/graph/neo4jstore"
+	"github.com/disgrafs/disgrafs/metrics"
 	"github.com/disgrafs/disgrafs/tagging"
 	"github.com/disgrafs/disgrafs/volume"
 )
@@ -35,6 +36,7 @@ type TagsConfig struct {
 
 type tagState struct {
 	store    graph.Store
+	metered  *metrics.GraphStore // store, wrapped for metrics
 	svc      *tagging.Service
 	auto     *tagging.AutoTagger
 	backend  string
@@ -93,10 +95,16 @@ func (d *Daemon) openGraph(ctx context.Context) (graph.Store, string, string, er
 }
 
 func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
-	store, backend, loc, err := d.openGraph(ctx)
+	raw, backend, loc, err := d.openGraph(ctx)
 	if err != nil {
 		return err
 	}
+	metered, err := metrics.InstrumentGraph(raw, backend, d.reg.Subsystem("graph"))
+	if err != nil {
+		_ = raw.Close()
+		return fmt.Errorf("graph metrics: %w", err)
+	}
+	var store graph.Store = metered
 	files := fusefs.VolumeFiles(d.vol.VFS).(interface {
 		tagging.Files
 		tagging.Content
@@ -106,7 +114,7 @@ func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
 	if backend == "neo4j" {
 		svc.SetBatch(100) // NornicDB refuses transactions of about 10,000 entries
 	}
-	d.tags = &tagState{store: store, svc: svc, backend: backend, location: loc, files: files}
+	d.tags = &tagState{store: store, metered: metered, svc: svc, backend: backend, location: loc, files: files}
 	go svc.Run(d.bg)
 	go func() {
 		// Learn which files are tagged (for index upkeep on unlink and
@@ -151,6 +159,14 @@ func (d *Daemon) tagInfo() *control.TagInfo {
 	}
 	if a := d.tags.auto; a != nil {
 		ti.AutoDone, ti.AutoQueued, ti.AutoFailed, ti.AutoDropped = a.Done.Load(), a.Queued(), a.Failed.Load(), a.Dropped.Load()
+		ti.AutoCapacity = a.Capacity()
+	}
+	if m := d.tags.metered; m != nil {
+		calls, failed, took := m.Totals()
+		ti.GraphCalls, ti.GraphErrors = calls, failed
+		if calls > 0 {
+			ti.GraphAvgLatencyMs = float64(took) / float64(calls) / float64(time.Millisecond)
+		}
 	}
 	return ti
 }
@@ -162,13 +178,9 @@ func (d *Daemon) registerTagControl() {
 		return d.tags.store.Tags(ctx)
 	})
 	d.ctl.Handle("POST", "find", func(ctx context.Context, body []byte) (any, error) {
-		var req control.FindRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return nil, control.BadRequest{Err: err}
-		}
-		e, err := graph.Parse(req.Expr)
+		_, e, err := control.DecodeFind(body)
 		if err != nil {
-			return nil, control.BadRequest{Err: err}
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -179,12 +191,9 @@ func (d *Daemon) registerTagControl() {
 		return d.found(ctx, files, nil), nil
 	})
 	d.ctl.Handle("POST", "related", func(ctx context.Context, body []byte) (any, error) {
-		var req control.RelatedRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return nil, control.BadRequest{Err: err}
-		}
-		if req.Limit <= 0 {
-			req.Limit = 20
+		req, err := control.DecodeRelated(body)
+		if err != nil {
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()

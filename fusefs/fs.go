@@ -93,7 +93,7 @@ func (fs *FS) Init(s *fuse.Server) {
 // Idle reports whether no request has arrived for d: background work (the
 // auto-tagger) waits for that so it never competes with foreground I/O.
 func (fs *FS) Idle(d time.Duration) bool {
-	return time.Since(time.Unix(0, fs.ops.last.Load())) >= d
+	return fs.ops.idleFor() >= d
 }
 
 // NamespaceGen changes whenever a name is removed or renamed through this

@@ -40,7 +40,7 @@ func Mount(fs *FS, mountpoint string, c MountConfig) (*fuse.Server, error) {
 		// The kernel checks permissions with the caller's full credentials.
 		Options: append([]string{"default_permissions"}, c.Options...),
 	}
-	srv, err := fuse.NewServer(fs, mountpoint, opts)
+	srv, err := fuse.NewServer(fs.raw(), mountpoint, opts)
 	if err != nil {
 		return nil, explainMountError(err)
 	}

@@ -3,6 +3,9 @@ package fusefs
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Op names a FUSE operation in counters and status output.
@@ -52,15 +55,63 @@ var opNames = [numOps]string{
 
 func (o Op) String() string { return opNames[o] }
 
-// opCounters counts requests per operation without locks or allocation.
+// OpNames lists every operation name, in Op order.
+func OpNames() []string { return opNames[:] }
+
+// opCounters counts requests per operation without locks or allocation, and
+// (once metrics are registered) times them.
 type opCounters struct {
 	n    [numOps]atomic.Uint64
-	last atomic.Int64 // unix nanoseconds of the latest request
+	ns   [numOps]atomic.Uint64 // time spent answering, while timed
+	last atomic.Int64          // monoNow() of the latest request
+	// dur holds one pre-resolved histogram child per operation; nil until
+	// RegisterMetrics, so a file system without metrics times nothing.
+	dur *[numOps]prometheus.Observer
 }
 
-func (c *opCounters) inc(o Op) {
-	c.n[o].Add(1)
-	c.last.Store(time.Now().UnixNano())
+// epoch anchors monoNow; it is set once and never changes.
+var epoch = time.Now()
+
+// monoNow reads the monotonic clock only (time.Now reads the wall clock too,
+// which doubles the cost on a virtual machine's clock).
+func monoNow() int64 { return int64(time.Since(epoch)) }
+
+// inc counts a request (called by every FS method).
+func (c *opCounters) inc(o Op) { c.n[o].Add(1) }
+
+// start notes that a request arrived and returns when (monoNow).
+func (c *opCounters) start() int64 {
+	t := monoNow()
+	c.last.Store(t)
+	return t
+}
+
+// done records how long a request took. It neither allocates nor locks.
+func (c *opCounters) done(o Op, began int64) {
+	if c.dur != nil {
+		d := monoNow() - began
+		c.ns[o].Add(uint64(d))
+		c.dur[o].Observe(float64(d) / 1e9)
+	}
+}
+
+// idleFor is how long ago the latest request arrived.
+func (c *opCounters) idleFor() time.Duration { return time.Duration(monoNow() - c.last.Load()) }
+
+// OpTotal is what a mount served of one operation since it started.
+type OpTotal struct {
+	Count uint64        // requests
+	Time  time.Duration // time spent answering them (zero without metrics)
+}
+
+// OpTotals returns the running totals of every operation, in Op order (see
+// OpNames). Cheap enough to call every second.
+func (fs *FS) OpTotals() []OpTotal {
+	out := make([]OpTotal, numOps)
+	for i := range out {
+		out[i] = OpTotal{Count: fs.ops.n[i].Load(), Time: time.Duration(fs.ops.ns[i].Load())}
+	}
+	return out
 }
 
 // Snapshot returns the non-zero counts by operation name.
@@ -72,4 +123,303 @@ func (c *opCounters) snapshot() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// OpDurationBuckets are the bounds (seconds) of the FUSE latency histogram:
+// from 50 µs (a cached getattr) to 10 s (a stalled object store).
+var OpDurationBuckets = []float64{
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+	0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// opsCollector exports the request counters at scrape time, so counting costs
+// the request path one atomic add.
+type opsCollector struct {
+	c    *opCounters
+	desc *prometheus.Desc
+}
+
+func (oc opsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- oc.desc }
+
+func (oc opsCollector) Collect(ch chan<- prometheus.Metric) {
+	for i := range oc.c.n {
+		ch <- prometheus.MustNewConstMetric(oc.desc, prometheus.CounterValue, float64(oc.c.n[i].Load()), opNames[i])
+	}
+}
+
+// RegisterMetrics registers the mount's FUSE metrics on r (the "fuse"
+// subsystem: names come out as disgrafs_fuse_...):
+//   - ops_total{op}: requests served, by operation;
+//   - op_duration_seconds{op}: how long the daemon took to answer them.
+//
+// Call it before Mount: latencies are recorded from then on.
+func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
+	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "op_duration_seconds",
+		Help:    "Time the daemon took to answer a FUSE request, by operation.",
+		Buckets: OpDurationBuckets,
+	}, []string{"op"})
+	ops := opsCollector{c: &fs.ops, desc: prometheus.NewDesc("ops_total",
+		"FUSE requests served, by operation.", []string{"op"}, nil)}
+	if err := r.Register(ops); err != nil {
+		return err
+	}
+	if err := r.Register(hist); err != nil {
+		r.Unregister(ops)
+		return err
+	}
+	var dur [numOps]prometheus.Observer
+	for i := range dur {
+		dur[i] = hist.WithLabelValues(opNames[i])
+	}
+	fs.ops.dur = &dur
+	return nil
+}
+
+// instrumented times every request the kernel sends before handing it to the
+// file system. It is what Mount serves; the FS methods themselves only count.
+// A new FS method that counts (fs.ops.inc) needs a wrapper here too;
+// TestEveryCountedOpIsTimed fails until it has one.
+type instrumented struct {
+	*FS
+}
+
+// raw returns what the FUSE server should call: the timing wrapper.
+func (fs *FS) raw() fuse.RawFileSystem { return instrumented{fs} }
+
+func (w instrumented) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Lookup(cancel, h, name, out)
+	w.ops.done(OpLookup, t)
+	return s
+}
+
+func (w instrumented) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.GetAttr(cancel, in, out)
+	w.ops.done(OpGetattr, t)
+	return s
+}
+
+func (w instrumented) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.SetAttr(cancel, in, out)
+	w.ops.done(OpSetattr, t)
+	return s
+}
+
+func (w instrumented) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Mknod(cancel, in, name, out)
+	w.ops.done(OpMknod, t)
+	return s
+}
+
+func (w instrumented) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Mkdir(cancel, in, name, out)
+	w.ops.done(OpMkdir, t)
+	return s
+}
+
+func (w instrumented) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Unlink(cancel, h, name)
+	w.ops.done(OpUnlink, t)
+	return s
+}
+
+func (w instrumented) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Rmdir(cancel, h, name)
+	w.ops.done(OpRmdir, t)
+	return s
+}
+
+func (w instrumented) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Rename(cancel, in, oldName, newName)
+	w.ops.done(OpRename, t)
+	return s
+}
+
+func (w instrumented) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Link(cancel, in, name, out)
+	w.ops.done(OpLink, t)
+	return s
+}
+
+func (w instrumented) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Symlink(cancel, h, target, name, out)
+	w.ops.done(OpSymlink, t)
+	return s
+}
+
+func (w instrumented) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	t := w.ops.start()
+	p, s := w.FS.Readlink(cancel, h)
+	w.ops.done(OpReadlink, t)
+	return p, s
+}
+
+func (w instrumented) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Access(cancel, in)
+	w.ops.done(OpAccess, t)
+	return s
+}
+
+func (w instrumented) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	t := w.ops.start()
+	n, s := w.FS.GetXAttr(cancel, h, attr, dest)
+	w.ops.done(OpGetxattr, t)
+	return n, s
+}
+
+func (w instrumented) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	t := w.ops.start()
+	n, s := w.FS.ListXAttr(cancel, h, dest)
+	w.ops.done(OpListxattr, t)
+	return n, s
+}
+
+func (w instrumented) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.SetXAttr(cancel, in, attr, data)
+	w.ops.done(OpSetxattr, t)
+	return s
+}
+
+func (w instrumented) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.RemoveXAttr(cancel, h, attr)
+	w.ops.done(OpRemovexattr, t)
+	return s
+}
+
+func (w instrumented) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Create(cancel, in, name, out)
+	w.ops.done(OpCreate, t)
+	return s
+}
+
+func (w instrumented) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Open(cancel, in, out)
+	w.ops.done(OpOpen, t)
+	return s
+}
+
+func (w instrumented) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	t := w.ops.start()
+	r, s := w.FS.Read(cancel, in, buf)
+	w.ops.done(OpRead, t)
+	return r, s
+}
+
+func (w instrumented) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	t := w.ops.start()
+	n, s := w.FS.Write(cancel, in, data)
+	w.ops.done(OpWrite, t)
+	return n, s
+}
+
+func (w instrumented) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Flush(cancel, in)
+	w.ops.done(OpFlush, t)
+	return s
+}
+
+func (w instrumented) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Fsync(cancel, in)
+	w.ops.done(OpFsync, t)
+	return s
+}
+
+func (w instrumented) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.FsyncDir(cancel, in)
+	w.ops.done(OpFsync, t)
+	return s
+}
+
+func (w instrumented) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	t := w.ops.start()
+	w.FS.Release(cancel, in)
+	w.ops.done(OpRelease, t)
+}
+
+func (w instrumented) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.Fallocate(cancel, in)
+	w.ops.done(OpFallocate, t)
+	return s
+}
+
+func (w instrumented) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	t := w.ops.start()
+	n, s := w.FS.CopyFileRange(cancel, in)
+	w.ops.done(OpCopyFileRange, t)
+	return n, s
+}
+
+func (w instrumented) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.GetLk(cancel, in, out)
+	w.ops.done(OpLock, t)
+	return s
+}
+
+func (w instrumented) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.SetLk(cancel, in)
+	w.ops.done(OpLock, t)
+	return s
+}
+
+// SetLkw waits for a lock: its latency includes the wait.
+func (w instrumented) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.SetLkw(cancel, in)
+	w.ops.done(OpLock, t)
+	return s
+}
+
+func (w instrumented) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.OpenDir(cancel, in, out)
+	w.ops.done(OpOpendir, t)
+	return s
+}
+
+func (w instrumented) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.ReadDir(cancel, in, out)
+	w.ops.done(OpReaddir, t)
+	return s
+}
+
+func (w instrumented) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.ReadDirPlus(cancel, in, out)
+	w.ops.done(OpReaddir, t)
+	return s
+}
+
+func (w instrumented) ReleaseDir(in *fuse.ReleaseIn) {
+	t := w.ops.start()
+	w.FS.ReleaseDir(in)
+	w.ops.done(OpReleasedir, t)
+}
+
+func (w instrumented) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	t := w.ops.start()
+	s := w.FS.StatFs(cancel, h, out)
+	w.ops.done(OpStatfs, t)
+	return s
 }

@@ -1,7 +1,33 @@
 // Package metrics builds the one Prometheus registry of a daemon and serves it.
-// JuiceFS's collectors are registered under the prefix juicefs_ (as the juicefs
-// CLI does, so existing dashboards keep working) and ours under disgrafs_; every
-// series carries the volume name and mountpoint as labels.
+//
+// Every series carries the node labels vol_name (the volume's name), mp (the
+// mountpoint) and instance (the node's host name), as the juicefs CLI labels
+// its own series, so one Prometheus can watch every node of a cluster and an
+// existing JuiceFS dashboard keeps working.
+//
+// Namespaces:
+//   - juicefs_*: JuiceFS's own collectors (Registry.JuiceFS is handed to its
+//     constructors), and juicefs_uptime, juicefs_cpu_usage and juicefs_memory
+//     as the juicefs CLI exports them;
+//   - disgrafs_<subsystem>_*: ours; each subsystem gets its registerer from
+//     Registry.Subsystem;
+//   - go_* and process_*: the Go runtime and process collectors.
+//
+// How a subsystem adds metrics (fuse, graph, tagger, cache, prealloc, bpf...):
+//
+//	func (c *Cache) RegisterMetrics(r prometheus.Registerer) error // r = reg.Subsystem("cache")
+//
+// registers client_golang collectors with names relative to the subsystem
+// ("hits_total", "read_duration_seconds"); they come out as
+// disgrafs_cache_hits_total with the node labels. Rules:
+//   - counters end in _total, units are in the name (_bytes, _seconds);
+//   - latencies are histograms (seconds), never summaries;
+//   - labels have a small fixed set of values (op, backend, result...):
+//     never a path, inode or other per-file value;
+//   - nothing on a hot path allocates or locks: resolve vector children once
+//     (WithLabelValues at start-up) and keep the Counter/Observer, or keep
+//     atomic counters and export them at scrape time with a Collector or
+//     NewCounterFunc / NewGaugeFunc.
 package metrics
 
 import (
@@ -10,6 +36,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"syscall"
 	"time"
@@ -22,31 +49,79 @@ import (
 // DefaultAddr is where the juicefs CLI serves its metrics too.
 const DefaultAddr = "127.0.0.1:9567"
 
+// Namespace prefixes DisGraFS's own metric names.
+const Namespace = "disgrafs"
+
+// Node label names carried by every series.
+const (
+	LabelVolume     = "vol_name"
+	LabelMountpoint = "mp"
+	LabelInstance   = "instance"
+)
+
 // Registry is a daemon's registry with registerers for each namespace.
 type Registry struct {
 	*prometheus.Registry
 	// JuiceFS is handed to JuiceFS's constructors; names get the juicefs_ prefix.
 	JuiceFS prometheus.Registerer
 	// DisGraFS is for our own collectors; names get the disgrafs_ prefix.
+	// Prefer Subsystem, which adds the subsystem's name too.
 	DisGraFS prometheus.Registerer
+	// Labels are the node labels on every series.
+	Labels prometheus.Labels
+
+	node prometheus.Registerer // the registry, with the node labels
 }
 
-// New returns a registry whose series are labelled with the volume and mountpoint.
+// Hostname is the instance label of this node: the host name, or "unknown".
+func Hostname() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return "unknown"
+}
+
+// New returns a registry whose series are labelled with the volume, the
+// mountpoint and this node's host name, with the Go and process collectors.
 func New(volume, mountpoint string) *Registry {
+	return NewWithInstance(volume, mountpoint, Hostname())
+}
+
+// NewWithInstance is New with an explicit instance label.
+func NewWithInstance(volume, mountpoint, instance string) *Registry {
 	reg := prometheus.NewRegistry()
-	labelled := prometheus.WrapRegistererWith(prometheus.Labels{"vol_name": volume, "mp": mountpoint}, reg)
+	labels := prometheus.Labels{LabelVolume: volume, LabelMountpoint: mountpoint, LabelInstance: instance}
+	labelled := prometheus.WrapRegistererWith(labels, reg)
 	labelled.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	jfs := prometheus.WrapRegistererWithPrefix("juicefs_", labelled)
+	registerJuiceFSProcess(jfs, time.Now())
 	return &Registry{
 		Registry: reg,
-		JuiceFS:  prometheus.WrapRegistererWithPrefix("juicefs_", labelled),
-		DisGraFS: prometheus.WrapRegistererWithPrefix("disgrafs_", labelled),
+		JuiceFS:  jfs,
+		DisGraFS: prometheus.WrapRegistererWithPrefix(Namespace+"_", labelled),
+		Labels:   labels,
+		node:     labelled,
 	}
 }
 
-// Server serves /metrics until its context ends.
+// Subsystem returns the registerer of one subsystem: a collector named
+// "ops_total" registered on Subsystem("fuse") is exported as
+// disgrafs_fuse_ops_total, with the node labels.
+func (r *Registry) Subsystem(name string) prometheus.Registerer {
+	return prometheus.WrapRegistererWithPrefix(name+"_", r.DisGraFS)
+}
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (r *Registry) Handler() http.Handler {
+	// Errors while encoding a scrape are counted, with the node labels
+	// (promhttp_metric_handler_errors_total).
+	return promhttp.HandlerFor(r.Registry, promhttp.HandlerOpts{Registry: r.node})
+}
+
+// Server serves /metrics until it is closed.
 type Server struct {
 	Addr string // the address actually bound
 	srv  *http.Server
@@ -55,7 +130,7 @@ type Server struct {
 // Listen binds addr. When addr is the default and already taken (another
 // daemon on this node), the next free port of the following ten is used, as
 // the juicefs CLI does; an address given explicitly must be free.
-func Listen(addr string, reg *prometheus.Registry) (*Server, error) {
+func Listen(addr string, reg *Registry) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil && addr == DefaultAddr && errors.Is(err, syscall.EADDRINUSE) {
 		host, port, _ := net.SplitHostPort(addr)
@@ -68,7 +143,7 @@ func Listen(addr string, reg *prometheus.Registry) (*Server, error) {
 		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil, Registry: reg}))
+	mux.Handle("/metrics", reg.Handler())
 	s := &Server{Addr: ln.Addr().String(), srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
 	go func() { _ = s.srv.Serve(ln) }()
 	return s, nil

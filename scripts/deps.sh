@@ -14,6 +14,9 @@ need setpriv util-linux
 need unshare util-linux
 need gcc gcc
 need curl curl
+need promtool prometheus
+need prometheus prometheus
+need bpftool bpftool
 if [ ${#want[@]} -gt 0 ]; then
   echo "installing: ${want[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -154,6 +154,20 @@ func printStatus(w io.Writer, s control.Status) {
 	if s.CacheSize > 0 {
 		cacheSize = humanize.IBytes(s.CacheSize)
 	}
+	sections := map[string]control.Section{}
+	for _, sec := range s.Sections {
+		sections[sec.Name] = sec
+	}
+	section := func(name string) {
+		sec, ok := sections[name]
+		if !ok {
+			return
+		}
+		delete(sections, name)
+		printSection(tw, sec)
+	}
+
+	// The mount and the volume.
 	fmt.Fprintf(tw, "Mountpoint:\t%s\n", s.Mountpoint)
 	fmt.Fprintf(tw, "Volume:\t%s (%s)\n", s.Volume, kind)
 	fmt.Fprintf(tw, "Metadata:\t%s\n", s.MetaURL)
@@ -182,24 +196,56 @@ func printStatus(w io.Writer, s control.Status) {
 		fmt.Fprintf(tw, "File cache:\toff\n")
 	}
 	fmt.Fprintf(tw, "Block cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
-	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second))
+	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s, on %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second), s.Instance)
 	if s.MetricsAddr != "" {
-		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics\n", s.MetricsAddr)
+		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics (instance=%q)\n", s.MetricsAddr, s.Instance)
+	} else {
+		fmt.Fprintf(tw, "Metrics:\toff (not served over HTTP; 'disgrafs stats' still reads them)\n")
 	}
 	if s.LogPath != "" {
 		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
 	}
+
+	// Caches: JuiceFS's block cache, then the whole-file cache and preallocation.
+	fmt.Fprintf(tw, "Cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
+	section(control.SectionCache)
+	section(control.SectionPrealloc)
+
+	// The graph and the tagger.
 	if t := s.Tags; t != nil {
 		state := "available"
 		if !t.Available {
 			state = "UNAVAILABLE: " + t.Error
 		}
 		fmt.Fprintf(tw, "Tag index:\t%s %s (%s)\n", t.Backend, t.Location, state)
+		if t.GraphCalls > 0 {
+			fmt.Fprintf(tw, "Graph calls:\t%d, mean %.2f ms, %d failed\n", t.GraphCalls, t.GraphAvgLatencyMs, t.GraphErrors)
+		}
 		fmt.Fprintf(tw, "Tagging:\t%d changes, %d waiting for the index, %d index errors; auto-tagged %d (%d queued, %d failed, %d dropped)\n",
 			t.Tagged, t.IndexPending, t.IndexErrors, t.AutoDone, t.AutoQueued, t.AutoFailed, t.AutoDropped)
+		if t.AutoCapacity > 0 {
+			fmt.Fprintf(tw, "Tag queue:\t%d of %d files waiting for the auto-tagger\n", t.AutoQueued, t.AutoCapacity)
+		}
 	} else {
 		fmt.Fprintf(tw, "Tag index:\toff\n")
 	}
+	if b := s.BPF; b != nil {
+		if b.Enabled {
+			fmt.Fprintf(tw, "eBPF:\ton (--bpf=%s); %d reads: %s passthrough, %s page cache, %s daemon; %d opens",
+				b.Mode, b.ReadCalls, humanize.IBytes(b.ReadBytes.Passthrough), humanize.IBytes(b.ReadBytes.PageCache), humanize.IBytes(b.ReadBytes.Daemon), b.OpenEvents)
+			if b.Lost > 0 {
+				fmt.Fprintf(tw, ", %d lost", b.Lost)
+			}
+			if b.Error != "" {
+				fmt.Fprintf(tw, "; last drain failed: %s", b.Error)
+			}
+			fmt.Fprintln(tw)
+		} else {
+			fmt.Fprintf(tw, "eBPF:\toff (--bpf=%s): %s\n", b.Mode, b.Reason)
+		}
+	}
+
+	// FUSE traffic.
 	names := make([]string, 0, len(s.Ops))
 	var total uint64
 	for n, c := range s.Ops {
@@ -212,7 +258,45 @@ func printStatus(w io.Writer, s control.Status) {
 		parts = append(parts, fmt.Sprintf("%s %d", n, s.Ops[n]))
 	}
 	fmt.Fprintf(tw, "Operations:\t%d (%s)\n", total, strings.Join(parts, ", "))
+	if f := s.FUSE; f != nil {
+		if len(f.Rates) == 0 {
+			fmt.Fprintf(tw, "Recent ops:\tidle for the last %.0f s\n", f.Window)
+		} else {
+			rates := make([]string, 0, len(f.Rates))
+			for _, r := range f.Rates {
+				if f.Timed {
+					rates = append(rates, fmt.Sprintf("%s %.1f/s %.2f ms", r.Op, r.PerSecond, r.AvgLatencyMs))
+				} else {
+					rates = append(rates, fmt.Sprintf("%s %.1f/s", r.Op, r.PerSecond))
+				}
+			}
+			fmt.Fprintf(tw, "Recent ops:\t%.1f/s over the last %.0f s (%s)\n", f.OpsPerSecond, f.Window, strings.Join(rates, ", "))
+		}
+	}
+	section(control.SectionBPF)
+
+	// Anything else a subsystem added, in its order.
+	for _, sec := range s.Sections {
+		if _, ok := sections[sec.Name]; ok {
+			printSection(tw, sec)
+		}
+	}
 	tw.Flush()
+}
+
+// printSection prints a subsystem's part of the status: its title, then its lines.
+func printSection(tw io.Writer, sec control.Section) {
+	if len(sec.Lines) == 0 {
+		fmt.Fprintf(tw, "%s:\t(no details)\n", sec.Title)
+		return
+	}
+	for i, l := range sec.Lines {
+		title := ""
+		if i == 0 {
+			title = sec.Title + ":"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", title, l)
+	}
 }
 
 func newVersion() *cobra.Command {
