@@ -605,6 +605,9 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 			if t.m != nil {
 				if err := t.m.stop(); err != nil {
 					e.logf("%s: %v", t.name, err)
+				} else if err := os.RemoveAll(t.cacheDir); err != nil {
+					// Free the disk for the next target (a full-size cache is 9 GB).
+					e.logf("%s: %v", t.name, err)
 				}
 				t.m = nil
 			}
