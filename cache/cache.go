@@ -586,14 +586,22 @@ func (c *Cache) unreserve(n int64) {
 // Fill copies ino from src into the cache unless it is already there at its
 // current version. Concurrent fills of one file share the work.
 func (c *Cache) Fill(ctx context.Context, src Source, ino uint64) (bytes int64, err error) {
+	return c.FillUpTo(ctx, src, ino, 0)
+}
+
+// ErrLarger is returned by FillUpTo for a file over its limit.
+var ErrLarger = errors.New("file larger than the limit")
+
+// FillUpTo is Fill for files of at most max bytes (0: any size).
+func (c *Cache) FillUpTo(ctx context.Context, src Source, ino uint64, max int64) (bytes int64, err error) {
 	v, err, _ := c.sf.Do("fill:"+strconv.FormatUint(ino, 10), func() (any, error) {
-		return c.fill(ctx, src, ino)
+		return c.fill(ctx, src, ino, max)
 	})
 	n, _ := v.(int64)
 	return n, err
 }
 
-func (c *Cache) fill(ctx context.Context, src Source, ino uint64) (int64, error) {
+func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64) (int64, error) {
 	r, ver, err := src.Open(ctx, ino)
 	if err != nil {
 		return 0, err
@@ -601,6 +609,9 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64) (int64, error)
 	defer func() { _ = r.Close() }()
 	if c.Has(ino, ver) {
 		return 0, nil
+	}
+	if max > 0 && int64(ver.Length) > max {
+		return 0, ErrLarger
 	}
 	size := int64(ver.Length)
 	if err := c.reserve(size); err != nil {
@@ -645,11 +656,9 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64) (int64, error)
 			return 0, ErrChanged
 		}
 	}
-	if now, err := src.Stat(ctx, ino); err != nil {
-		return 0, err
-	} else if now != ver {
-		return 0, ErrChanged
-	}
+	// No need to stat again: if the file changed during the copy, its
+	// version moved on, so every later open sees a different version and
+	// drops this copy unserved.
 	if err := tmp.Close(); err != nil {
 		return 0, noSpace(fmt.Errorf("cache: %w", err))
 	}

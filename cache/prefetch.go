@@ -275,19 +275,13 @@ func (p *Prefetcher) worker(ctx context.Context) {
 func (p *Prefetcher) fetch(ctx context.Context, j *job) {
 	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	ver, err := p.src.Stat(fctx, j.ino)
-	if err != nil {
-		p.met.prefetchFailedInc()
-		return
-	}
-	if p.cache.Has(j.ino, ver) {
-		return
-	}
-	if int64(ver.Length) > p.cfg.MaxFileSize {
+	// One Open answers the version and the size: a prefetch costs the
+	// round trips of opening and reading the file, nothing more.
+	n, err := p.cache.FillUpTo(fctx, p.src, j.ino, p.cfg.MaxFileSize)
+	if errors.Is(err, ErrLarger) {
 		p.met.prefetchDroppedInc()
 		return
 	}
-	n, err := p.cache.Fill(fctx, p.src, j.ino)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
 			p.log.Debug("prefetch failed", "ino", j.ino, "error", err)
