@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -75,16 +76,20 @@ type Error struct {
 
 // Server serves the control API.
 type Server struct {
-	mux  *http.ServeMux
-	srv  *http.Server
-	path string
+	mux   *http.ServeMux
+	srv   *http.Server
+	path  string
+	ready chan struct{}
+	once  sync.Once
 }
 
 type peerKey struct{}
 
-// NewServer returns a server; register handlers, then call Listen.
+// NewServer returns a server; register handlers, then call Listen. Requests
+// wait until Ready is called: the daemon listens before it mounts, so that a
+// mount is never visible without a daemon answering for it.
 func NewServer() *Server {
-	s := &Server{mux: http.NewServeMux()}
+	s := &Server{mux: http.NewServeMux(), ready: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -117,6 +122,11 @@ func peerUID(c net.Conn) int {
 
 // ServeHTTP rejects callers other than the daemon's user and root.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	select {
+	case <-s.ready:
+	case <-r.Context().Done():
+		return
+	}
 	uid, _ := r.Context().Value(peerKey{}).(int)
 	if uid != 0 && uid != os.Geteuid() {
 		WriteError(w, http.StatusForbidden, fmt.Errorf("uid %d may not control this daemon", uid))
@@ -191,6 +201,9 @@ func (s *Server) Listen(path string) error {
 	go func() { _ = s.srv.Serve(ln) }()
 	return nil
 }
+
+// Ready lets waiting and later requests through.
+func (s *Server) Ready() { s.once.Do(func() { close(s.ready) }) }
 
 // Close stops serving and removes the socket.
 func (s *Server) Close(ctx context.Context) error {

@@ -7,12 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRoundTripAndErrors(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "sub", "c.sock")
 	s := NewServer()
+	s.Ready()
 	s.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
 		return Status{Volume: "v", APIVersion: APIVersion}, nil
 	})
@@ -60,5 +62,29 @@ func TestPathsStable(t *testing.T) {
 	a, b := PathsFor("/mnt/a"), PathsFor("/mnt/b")
 	if a.Socket == b.Socket || PathsFor("/mnt/a") != a {
 		t.Fatal("paths must be stable per mountpoint and differ between mountpoints")
+	}
+}
+
+func TestRequestsWaitForReady(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	s := NewServer()
+	s.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) { return Status{Volume: "v"}, nil })
+	if err := s.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	cl := Dial(sock)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	var st Status
+	if err := cl.Call(ctx, "GET", "status", nil, &st); err == nil {
+		t.Fatal("a request was answered before the daemon was ready")
+	}
+	done := make(chan error, 1)
+	go func() { done <- cl.Call(context.Background(), "GET", "status", nil, &st) }()
+	time.Sleep(50 * time.Millisecond)
+	s.Ready()
+	if err := <-done; err != nil || st.Volume != "v" {
+		t.Fatalf("after Ready: %v %+v", err, st)
 	}
 }

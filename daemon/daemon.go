@@ -203,6 +203,26 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })
 	}
+	// Answer on the control socket before the mount appears, so that the
+	// CLI never sees a mount without its daemon (requests wait for Ready).
+	d.ctl = control.NewServer()
+	d.registerControl()
+	d.registerObsControl()
+	if d.tags != nil {
+		d.registerTagControl()
+	}
+	d.registerCacheControl()
+	if err := d.ctl.Listen(d.paths.Socket); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, func() {
+		_ = d.ctl.Close(context.Background())
+		_ = os.Remove(d.paths.Pid)
+		_ = os.Remove(d.paths.Info)
+	})
+	info, _ := json.Marshal(control.Info{Pid: os.Getpid(), Mountpoint: mp, LogPath: cfg.LogPath})
+	_ = os.WriteFile(d.paths.Info, info, 0o600)
+	_ = os.WriteFile(d.paths.Pid, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	d.srv, err = fusefs.Mount(d.fs, mp, fusefs.MountConfig{
 		FsName:     "DisGraFS:" + conn.Format.Name,
 		AllowOther: cfg.AllowOther,
@@ -232,19 +252,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		}
 		cleanups = append(cleanups, func() { _ = d.met.Close(context.Background()) })
 	}
-	d.ctl = control.NewServer()
-	d.registerControl()
-	d.registerObsControl()
-	if d.tags != nil {
-		d.registerTagControl()
-	}
-	d.registerCacheControl()
-	if err := d.ctl.Listen(d.paths.Socket); err != nil {
-		return nil, err
-	}
-	info, _ := json.Marshal(control.Info{Pid: os.Getpid(), Mountpoint: mp, LogPath: cfg.LogPath})
-	_ = os.WriteFile(d.paths.Info, info, 0o600)
-	_ = os.WriteFile(d.paths.Pid, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	d.ctl.Ready()
 	log.Info("mounted", "mountpoint", mp, "volume", conn.Format.Name, "meta", volume.MaskURL(metaURL),
 		"storage", d.vol.StorageURL(), "metrics", d.metricsAddr(), "control", d.paths.Socket)
 	return d, nil
