@@ -1,6 +1,10 @@
 package control
 
-import "time"
+import (
+	"time"
+
+	"github.com/disgrafs/disgrafs/cache"
+)
 
 // Status is the reply of GET /v1/status.
 type Status struct {
@@ -22,20 +26,54 @@ type Status struct {
 	Uptime      float64           `json:"uptime_seconds"`
 	Ops         map[string]uint64 `json:"ops"`
 	Tags        *TagInfo          `json:"tags,omitempty"`
+	Cache       *CacheInfo        `json:"cache,omitempty"`
 	// Instance is the node label on every metric (the host name).
 	Instance string `json:"instance"`
 	// FUSE is what the mount served lately: request rates and latencies.
 	FUSE *FUSEInfo `json:"fuse,omitempty"`
 	// Sections are the parts that subsystems add for themselves, in the
-	// order they registered; SectionCache, SectionPrealloc and SectionBPF
-	// are the names reserved for the whole-file cache, preallocation and
-	// eBPF. A subsystem that is off or not built adds none.
+	// order they registered; SectionPrealloc and SectionBPF are the names
+	// reserved for preallocation and eBPF. A subsystem that is off or not
+	// built adds none.
 	Sections []Section `json:"sections,omitempty"`
 }
 
-// Reserved section names (Status.Sections).
+// CacheInfo is the whole-file cache part of the status.
+type CacheInfo struct {
+	Dir             string       `json:"dir"`
+	Files           int          `json:"files"`
+	Bytes           int64        `json:"bytes"`
+	Budget          int64        `json:"budget"`
+	Passthrough     bool         `json:"passthrough"`
+	PassthroughNote string       `json:"passthrough_note"`
+	Prefetch        bool         `json:"prefetch"`
+	PrefetchQueue   int          `json:"prefetch_queue"`
+	Warmups         []WarmupInfo `json:"warmups,omitempty"`
+}
+
+// WarmupRequest asks for a warmup (POST /v1/warmup): of the files of a tag,
+// of a query, or of the given inodes. The reply is a stream of
+// cache.Progress lines (NDJSON); with Background, one line and the warmup
+// goes on in the daemon.
+type WarmupRequest struct {
+	Tag        string   `json:"tag,omitempty"`
+	Query      string   `json:"query,omitempty"`
+	Inos       []uint64 `json:"inos,omitempty"`
+	Threads    int      `json:"threads,omitempty"`
+	Mode       string   `json:"mode,omitempty"` // warm (default), check or evict
+	Background bool     `json:"background,omitempty"`
+}
+
+// WarmupInfo describes a recent warmup.
+type WarmupInfo struct {
+	What      string         `json:"what"`
+	StartedAt time.Time      `json:"started_at"`
+	Progress  cache.Progress `json:"progress"`
+}
+
+// Reserved section names (Status.Sections). The whole-file cache has its
+// own typed part (Status.Cache).
 const (
-	SectionCache    = "cache"    // the whole-file cache, warmup and prefetch
 	SectionPrealloc = "prealloc" // preallocated inodes and chunks
 	SectionBPF      = "bpf"      // eBPF tracing of the mount's readers
 )

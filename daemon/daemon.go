@@ -47,6 +47,7 @@ type Config struct {
 	FS              fusefs.Options
 	FuseDevice      string // /dev/fuse unless a test says otherwise
 	Tags            TagsConfig
+	Cache           CacheConfig
 }
 
 // Daemon is a running mount.
@@ -63,6 +64,7 @@ type Daemon struct {
 	lock    *os.File
 	started time.Time
 	tags    *tagState
+	cache   *cacheState
 	bg      context.Context
 	stopBg  context.CancelFunc
 	obs     observer
@@ -174,7 +176,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		}
 		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
 	}
+	if err := d.startCache(&cfg.FS); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, d.closeCache)
+	cfg.FS.Log = d.log
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
+	if d.tags != nil {
+		d.tags.paths = newPathResolver(d.vol.Meta, d.fs.NamespaceGen)
+	}
 	if err := d.registerMetrics(); err != nil {
 		return nil, err
 	}
@@ -196,6 +206,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if err := d.srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount did not come up: %w", err)
 	}
+	d.runCache()
 
 	if cfg.MetricsAddr != "" {
 		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
@@ -210,6 +221,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if d.tags != nil {
 		d.registerTagControl()
 	}
+	d.registerCacheControl()
 	if err := d.ctl.Listen(d.paths.Socket); err != nil {
 		return nil, err
 	}
@@ -303,6 +315,7 @@ func (d *Daemon) Status() control.Status {
 		Uptime:      time.Since(d.started).Seconds(),
 		Ops:         d.fs.OpCounts(),
 		Tags:        d.tagInfo(),
+		Cache:       d.cacheInfo(),
 		Instance:    d.reg.Labels[metrics.LabelInstance],
 		FUSE:        d.fuseInfo(),
 		Sections:    d.statusSections(context.Background()),
@@ -395,7 +408,13 @@ func (d *Daemon) shutdown() error {
 		}
 		scancel()
 	}
+	if d.cache != nil && d.cache.learner != nil {
+		if err := d.cache.learner.Flush(ctx); err != nil {
+			d.log.Warn("saving co-access edges", "error", err)
+		}
+	}
 	d.stopBg()
+	d.stopCache()
 	err := d.vol.Close()
 	if d.tags != nil {
 		if cerr := d.tags.store.Close(); cerr != nil {

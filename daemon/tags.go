@@ -8,10 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
-
-	"github.com/juicedata/juicefs/pkg/meta"
 
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
@@ -44,6 +41,7 @@ type tagState struct {
 	auto     *tagging.AutoTagger
 	backend  string
 	location string
+	paths    *pathResolver
 	files    interface {
 		tagging.Files
 		tagging.Content
@@ -246,23 +244,7 @@ func (d *Daemon) registerTagControl() {
 }
 
 func (d *Daemon) found(ctx context.Context, files []graph.File, scores []float64) []control.FoundFile {
-	// Resolving a path costs a metadata query per directory level; do several
-	// at once (SQLite in WAL mode and Redis both serve parallel readers).
-	paths := make([]string, len(files))
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
-	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
-	for i, f := range files {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			if ps := d.vol.Meta.GetPaths(mctx, meta.Ino(f.ID)); len(ps) > 0 {
-				paths[i] = ps[0]
-			}
-		}()
-	}
-	wg.Wait()
+	paths := d.tags.paths.resolve(ctx, files)
 	out := make([]control.FoundFile, 0, len(files))
 	for i, f := range files {
 		if paths[i] == "" {

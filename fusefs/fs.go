@@ -6,8 +6,10 @@ package fusefs
 
 import (
 	"context"
+	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -28,6 +30,11 @@ type Options struct {
 	NegEntryTimeout time.Duration
 	// Tags enables the virtual tag tree (.tags, .query) and index upkeep.
 	Tags TagOptions
+	// Cache serves cached files without the daemon on the read path (nil:
+	// every read goes through JuiceFS).
+	Cache *CacheOptions
+	// Log receives the file system's warnings.
+	Log *slog.Logger
 	// Written is called (in the background) with the inode of a regular file
 	// after a handle that wrote to it is released: the auto-tagger's trigger.
 	Written func(ino uint64)
@@ -45,17 +52,29 @@ type FS struct {
 	opts   Options
 	server *fuse.Server
 	ops    opCounters
-	tags   *tagTree // nil when tags are off
+	tags   *tagTree    // nil when tags are off
+	cache  *cacheState // nil when the whole-file cache is off
 
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
+
+	// nsGen counts removals and renames made through this mount: caches of
+	// inode-to-path answers compare it to know they may still be right.
+	nsGen atomic.Uint64
 }
 
 // New returns the file system for an open JuiceFS VFS.
 func New(v *vfs.VFS, opts Options) *FS {
 	fs := &FS{RawFileSystem: fuse.NewDefaultRawFileSystem(), v: v, opts: opts, written: map[uint64]struct{}{}}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+		fs.opts.Log = opts.Log
+	}
 	if opts.Tags.Service != nil {
 		fs.tags = newTagTree(opts.Tags)
+	}
+	if opts.Cache != nil && opts.Cache.Cache != nil {
+		fs.cache = newCacheState(*opts.Cache)
 	}
 	return fs
 }
@@ -77,6 +96,10 @@ func (fs *FS) Idle(d time.Duration) bool {
 	return fs.ops.idleFor() >= d
 }
 
+// NamespaceGen changes whenever a name is removed or renamed through this
+// mount. Callers that cache paths keep them only while it stays the same.
+func (fs *FS) NamespaceGen() uint64 { return fs.nsGen.Load() }
+
 // OpCounts returns how many requests of each kind the mount has served.
 func (fs *FS) OpCounts() map[string]uint64 { return fs.ops.snapshot() }
 
@@ -96,6 +119,9 @@ func (fs *FS) replyAttr(ctx *reqContext, e *meta.Entry, out *fuse.Attr) time.Dur
 	}
 	fs.v.UpdateLength(e.Inode, e.Attr)
 	attrToFuse(e.Inode, e.Attr, out)
+	if ttl := fs.cacheTTL(e); ttl > timeout {
+		timeout = ttl
+	}
 	return timeout
 }
 
@@ -105,7 +131,7 @@ func (fs *FS) replyEntry(ctx *reqContext, e *meta.Entry, out *fuse.EntryOut) fus
 	if e.Attr.Typ == meta.TypeDirectory {
 		out.SetEntryTimeout(fs.opts.DirEntryTimeout)
 	} else {
-		out.SetEntryTimeout(fs.opts.EntryTimeout)
+		out.SetEntryTimeout(max(fs.opts.EntryTimeout, fs.cacheTTL(e)))
 	}
 	out.SetAttrTimeout(fs.replyAttr(ctx, e, &out.Attr))
 	return fuse.OK
@@ -214,6 +240,9 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	if err != 0 {
 		return st(err)
 	}
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		fs.invalidate(in.NodeId)
+	}
 	out.SetTimeout(fs.replyAttr(ctx, e, &out.Attr))
 	return fuse.OK
 }
@@ -265,6 +294,7 @@ func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse
 	victim := fs.inodeOf(ctx, h.NodeId, name)
 	err := fs.v.Unlink(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 {
+		fs.nsGen.Add(1)
 		fs.afterRemove(ctx, h.NodeId, name, victim)
 	}
 	return st(err)
@@ -282,7 +312,11 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
 		return status
 	}
-	return st(fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name))
+	err := fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name)
+	if err == 0 {
+		fs.nsGen.Add(1)
+	}
+	return st(err)
 }
 
 // Rename moves a name, honouring RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -302,6 +336,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 	dst := fs.inodeOf(ctx, in.Newdir, newName)
 	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
 	if err == 0 {
+		fs.nsGen.Add(1)
 		fs.afterRename(ctx, in, oldName, newName, src, dst)
 	}
 	return st(err)
@@ -421,6 +456,9 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	out.Fh = fh
 	fs.markWritten(fh)
+	if fs.cache != nil {
+		fs.trackCreated(uint64(e.Inode), fh)
+	}
 	return fs.replyEntry(ctx, e, &out.EntryOut)
 }
 
@@ -441,6 +479,14 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		fs.markWritten(fh)
 	}
+	if fs.cache != nil && e.Attr.Typ == meta.TypeFile && !vfs.IsSpecialNode(meta.Ino(in.NodeId)) {
+		if errno := fs.openCached(ctx, in, e, fh, out); errno != 0 {
+			fs.v.Release(ctx, meta.Ino(in.NodeId), fh)
+			fs.takeWritten(fh)
+			return st(errno)
+		}
+		return fuse.OK
+	}
 	switch {
 	case vfs.IsSpecialNode(meta.Ino(in.NodeId)):
 		out.OpenFlags |= fuse.FOPEN_DIRECT_IO
@@ -457,6 +503,13 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 // Read reads from an open file.
 func (fs *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	fs.ops.inc(OpRead)
+	if fs.cache != nil {
+		if r, ok := fs.readCached(in.Fh, buf, in.Offset); ok {
+			return r, fuse.OK
+		}
+		fs.cache.inflight.Add(1)
+		defer fs.cache.inflight.Add(-1)
+	}
 	n, err := fs.v.Read(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), buf, in.Offset, in.Fh)
 	if err != 0 {
 		return nil, st(err)
@@ -497,6 +550,9 @@ func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	fs.ops.inc(OpRelease)
 	fs.v.Release(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Fh)
+	if fs.cache != nil {
+		fs.releaseCached(in.Fh)
+	}
 	if fs.takeWritten(in.Fh) && fs.opts.Written != nil {
 		fs.opts.Written(in.NodeId)
 	}

@@ -221,7 +221,7 @@ func TestLifecycle(t *testing.T) {
 			t.Fatalf("status: %v\n%s", err, st)
 		}
 		human, err := run(t, "status", mp)
-		for _, want := range []string{"Mountpoint:", "Volume:", "Metadata:", "Storage:", "Cache:", "Daemon:", "Operations:"} {
+		for _, want := range []string{"Mountpoint:", "Volume:", "Metadata:", "Storage:", "File cache:", "Block cache:", "Daemon:", "Operations:"} {
 			if err != nil || !strings.Contains(human, want) {
 				t.Fatalf("status lacks %q: %v\n%s", want, err, human)
 			}

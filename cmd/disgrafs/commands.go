@@ -182,9 +182,31 @@ func printStatus(w io.Writer, s control.Status) {
 		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
 	}
 
-	// Caches: JuiceFS's block cache, then the whole-file cache and preallocation.
-	fmt.Fprintf(tw, "Cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
-	section(control.SectionCache)
+	// Caches: the whole-file cache, JuiceFS's block cache, then preallocation.
+	if c := s.Cache; c != nil {
+		fmt.Fprintf(tw, "File cache:\t%s, %d files, %s of %s\n", c.Dir, c.Files, humanize.IBytes(uint64(max(c.Bytes, 0))), humanize.IBytes(uint64(max(c.Budget, 0))))
+		fmt.Fprintf(tw, "Passthrough:\t%s\n", c.PassthroughNote)
+		if c.Prefetch {
+			fmt.Fprintf(tw, "Prefetch:\ton, %d queued\n", c.PrefetchQueue)
+		} else {
+			fmt.Fprintf(tw, "Prefetch:\toff\n")
+		}
+		for _, wu := range c.Warmups {
+			p := wu.Progress
+			state := "running"
+			if p.Done {
+				state = "done"
+			}
+			if p.Error != "" {
+				state += ": " + p.Error
+			}
+			fmt.Fprintf(tw, "Warmup:\t%s %s (%s): %d/%d files, %s/%s\n", p.Mode, wu.What, state, p.Files, p.Total,
+				humanize.IBytes(uint64(max(p.Bytes, 0))), humanize.IBytes(uint64(max(p.TotalBytes, 0))))
+		}
+	} else {
+		fmt.Fprintf(tw, "File cache:\toff\n")
+	}
+	fmt.Fprintf(tw, "Block cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
 	section(control.SectionPrealloc)
 
 	// The graph and the tagger.

@@ -69,7 +69,7 @@ META_PASSWORD, SECRET_KEY or the config file, never on the command line.`,
 		}
 		return config.Apply(cmd.Flags(), f)
 	}
-	root.AddCommand(newMount(g), newFormat(g), newUmount(), newStatus(), newVersion(),
+	root.AddCommand(newMount(g), newWarmup(), newFormat(g), newUmount(), newStatus(), newVersion(),
 		newTag(), newTags(), newFind(), newRelated(), newReindex(), newStats())
 	return root
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/disgrafs/disgrafs/cache"
 	"github.com/disgrafs/disgrafs/config"
 	"github.com/disgrafs/disgrafs/daemon"
 	"github.com/disgrafs/disgrafs/fusefs"
@@ -36,6 +37,15 @@ const (
 type mountFlags struct {
 	meta, dataDir, storage, bucket  string
 	cacheDir, cacheSize             string
+	blockCacheSize                  string
+	passthrough                     bool
+	passthroughMin                  string
+	passthroughMinAge               time.Duration
+	cacheTTL                        time.Duration
+	prefetch                        bool
+	prefetchWidth, prefetchDepth    int
+	prefetchThreads                 int
+	prefetchMaxFile                 string
 	freeSpace                       float64
 	bufferSize                      string
 	metrics                         string
@@ -46,13 +56,13 @@ type mountFlags struct {
 	options                         []string
 	attrCache, entryCache, dirCache time.Duration
 
-	noTags                  bool
-	graph, graphUser        string
-	tagsDir, queryDir       string
-	autoTag                 bool
-	autoDirs, autoKeywords  int
-	tagger                  string
-	taggerTimeout           time.Duration
+	noTags                 bool
+	graph, graphUser       string
+	tagsDir, queryDir      string
+	autoTag                bool
+	autoDirs, autoKeywords int
+	tagger                 string
+	taggerTimeout          time.Duration
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -73,8 +83,18 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringVar(&f.dataDir, "data-dir", volume.DefaultDataDir(), "directory of the embedded default volume")
 	fl.StringVar(&f.storage, "storage", "", "override the volume's object storage type for this mount")
 	fl.StringVar(&f.bucket, "bucket", "", "override the volume's bucket/endpoint for this mount")
-	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the local block cache (default: <data-dir>/cache for the embedded volume, /var/jfsCache for root)")
-	fl.StringVar(&f.cacheSize, "cache-size", "", "size of the local block cache (binary units, bare number in MiB; 0 disables it; default 100G, 0 for the embedded volume whose objects are already local)")
+	fl.StringVar(&f.cacheDir, "cache-dir", "", "directory of the local caches (default: <data-dir>/cache for the embedded volume, /var/jfsCache for root)")
+	fl.StringVar(&f.cacheSize, "cache-size", "100G", "budget of the whole-file cache that serves reads without the daemon (binary units, bare number in MiB; 0 turns it off)")
+	fl.StringVar(&f.blockCacheSize, "block-cache-size", "", "size of JuiceFS's block cache for files not cached whole (default 1G, 0 for the embedded volume whose objects are already local)")
+	fl.BoolVar(&f.passthrough, "passthrough", true, "serve cached files through FUSE passthrough (needs CAP_SYS_ADMIN; falls back to the page cache)")
+	fl.StringVar(&f.passthroughMin, "passthrough-min", "1M", "cached files smaller than this are served from the page cache instead of passthrough (faster for small files)")
+	fl.DurationVar(&f.passthroughMinAge, "passthrough-min-age", 10*time.Minute, "cached files modified more recently are served from the page cache, not passthrough (a file open through passthrough cannot be opened for writing on this node until its readers close it)")
+	fl.DurationVar(&f.cacheTTL, "cache-ttl", time.Minute, "how long the kernel caches entries and attributes of files whose cached copy is current (opens are still checked)")
+	fl.BoolVar(&f.prefetch, "prefetch", true, "prefetch files related to opened ones (shared tags, co-access, next in name order) and learn co-access")
+	fl.IntVar(&f.prefetchWidth, "prefetch-width", 16, "files queued per opened file")
+	fl.IntVar(&f.prefetchDepth, "prefetch-depth", 1, "1: files related to opened ones; 2: also files related to those; ...")
+	fl.IntVar(&f.prefetchThreads, "prefetch-threads", 8, "files fetched at once when no foreground read goes through the daemon")
+	fl.StringVar(&f.prefetchMaxFile, "prefetch-max-file", "64M", "largest file the prefetcher copies (warmup has no limit)")
 	fl.Float64Var(&f.freeSpace, "free-space-ratio", 0.1, "minimum free space ratio kept on the cache disk")
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "total size of read/write buffers")
 	fl.StringVar(&f.metrics, "metrics", metrics.DefaultAddr, "address to serve Prometheus metrics on ('off' disables)")
@@ -202,16 +222,48 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 		}
 		cfg.MetaURL = u
 	}
-	size := f.cacheSize
+	size := f.blockCacheSize
 	if size == "" {
-		size = "100G"
+		size = "1G"
 		if f.meta == "" {
 			size = "0"
 		}
 	}
 	var err error
 	if cfg.CacheSize, err = config.ParseBytes(size, 'M'); err != nil {
+		return cfg, fmt.Errorf("--block-cache-size: %w", err)
+	}
+	whole, err := config.ParseBytes(f.cacheSize, 'M')
+	if err != nil {
 		return cfg, fmt.Errorf("--cache-size: %w", err)
+	}
+	ptMin, err := config.ParseBytes(f.passthroughMin, 'M')
+	if err != nil {
+		return cfg, fmt.Errorf("--passthrough-min: %w", err)
+	}
+	maxFile, err := config.ParseBytes(f.prefetchMaxFile, 'M')
+	if err != nil {
+		return cfg, fmt.Errorf("--prefetch-max-file: %w", err)
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"--prefetch-width", f.prefetchWidth}, {"--prefetch-depth", f.prefetchDepth}, {"--prefetch-threads", f.prefetchThreads}} {
+		if c.v < 1 || c.v > 1024 {
+			return cfg, fmt.Errorf("%s %d: must be between 1 and 1024", c.name, c.v)
+		}
+	}
+	if f.passthroughMinAge < 0 {
+		return cfg, fmt.Errorf("--passthrough-min-age %v: must not be negative", f.passthroughMinAge)
+	}
+	if f.cacheTTL < 0 {
+		return cfg, fmt.Errorf("--cache-ttl %v: must not be negative", f.cacheTTL)
+	}
+	pc := cache.DefaultPrefetchConfig()
+	pc.Width, pc.Depth, pc.Threads, pc.MaxFileSize = f.prefetchWidth, f.prefetchDepth, f.prefetchThreads, int64(maxFile)
+	cfg.Cache = daemon.CacheConfig{
+		Size: int64(whole), Passthrough: f.passthrough, PassthroughMin: int64(ptMin), PassthroughMinAge: f.passthroughMinAge, TTL: f.cacheTTL,
+		Prefetch: f.prefetch, PrefetchConfig: pc,
 	}
 	if cfg.BufferSize, err = config.ParseBytes(f.bufferSize, 'M'); err != nil {
 		return cfg, fmt.Errorf("--buffer-size: %w", err)

@@ -1,0 +1,125 @@
+package cache
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/disgrafs/disgrafs/graph"
+)
+
+// EdgeSink stores co-access observations (the graph store).
+type EdgeSink interface {
+	AddCoAccess(ctx context.Context, edges []graph.CoAccess) error
+}
+
+// Learner turns opens into co-access edges: two files opened by one process
+// within Window of each other get an edge of weight 1 per observation. The
+// store decays weights by age when it ranks them.
+type Learner struct {
+	sink   EdgeSink
+	log    *slog.Logger
+	met    *Metrics
+	window time.Duration
+	// perProc bounds how many recent opens of one process pair with a new one.
+	perProc int
+
+	mu      sync.Mutex
+	recent  map[uint32][]opened
+	pending map[[2]uint64]float64
+}
+
+type opened struct {
+	ino uint64
+	at  time.Time
+}
+
+// maxProcs bounds the processes tracked at once.
+const maxProcs = 4096
+
+// NewLearner returns a learner writing to sink.
+func NewLearner(sink EdgeSink, met *Metrics, log *slog.Logger) *Learner {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Learner{sink: sink, log: log, met: met, window: 2 * time.Second, perProc: 4,
+		recent: map[uint32][]opened{}, pending: map[[2]uint64]float64{}}
+}
+
+// Opened records that process pid opened ino; it never blocks on I/O.
+func (l *Learner) Opened(pid uint32, ino uint64) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r := l.recent[pid]
+	keep := r[:0]
+	for _, o := range r {
+		if now.Sub(o.at) <= l.window && o.ino != ino {
+			keep = append(keep, o)
+			a, b := min(o.ino, ino), max(o.ino, ino)
+			if len(l.pending) < 1<<20 {
+				l.pending[[2]uint64{a, b}]++
+			}
+		}
+	}
+	if len(keep) >= l.perProc {
+		keep = keep[len(keep)-l.perProc+1:]
+	}
+	l.recent[pid] = append(keep, opened{ino, now})
+	if len(l.recent) > maxProcs {
+		for p, r := range l.recent {
+			if len(r) == 0 || now.Sub(r[len(r)-1].at) > l.window {
+				delete(l.recent, p)
+			}
+		}
+	}
+}
+
+// Flush sends the pending edges to the store.
+func (l *Learner) Flush(ctx context.Context) error {
+	l.mu.Lock()
+	pending := l.pending
+	l.pending = map[[2]uint64]float64{}
+	l.mu.Unlock()
+	if len(pending) == 0 {
+		return nil
+	}
+	now := time.Now()
+	edges := make([]graph.CoAccess, 0, len(pending))
+	for k, w := range pending {
+		edges = append(edges, graph.CoAccess{A: graph.FileID(k[0]), B: graph.FileID(k[1]), Weight: w, At: now})
+	}
+	for len(edges) > 0 {
+		n := min(len(edges), 1000)
+		if err := l.sink.AddCoAccess(ctx, edges[:n]); err != nil {
+			return err
+		}
+		if l.met != nil {
+			l.met.coaccessEdges.Add(float64(n))
+		}
+		edges = edges[n:]
+	}
+	return nil
+}
+
+// Run flushes every few seconds until ctx ends.
+func (l *Learner) Run(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = l.Flush(fctx)
+			cancel()
+			return
+		case <-t.C:
+			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := l.Flush(fctx); err != nil {
+				l.log.Debug("saving co-access edges", "error", err)
+			}
+			cancel()
+		}
+	}
+}

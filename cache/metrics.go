@@ -1,0 +1,159 @@
+package cache
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the cache's Prometheus collectors; the registerer given to
+// NewMetrics adds the disgrafs_ prefix and the node's labels. A nil
+// *Metrics counts nothing.
+type Metrics struct {
+	hitFiles, hitBytes, missFiles, missBytes prometheus.Counter
+	evictions, corruptions                   prometheus.Counter
+	filledFiles, filledBytes                 prometheus.Counter
+	passthroughOpens                         prometheus.Counter
+	bytes, files, budget                     prometheus.Gauge
+
+	prefetchQueued, prefetchDone, prefetchDropped prometheus.Counter
+	prefetchUsed, prefetchWasted, prefetchFailed  prometheus.Counter
+	prefetchQueue                                 prometheus.Gauge
+
+	warmupFiles, warmupBytes prometheus.Counter
+	warmupActive             prometheus.Gauge
+	coaccessEdges            prometheus.Counter
+}
+
+// NewMetrics creates the cache's collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
+	g := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	}
+	m := &Metrics{
+		hitFiles:         c("cache_hit_files_total", "Opens of regular files served from the whole-file cache."),
+		hitBytes:         c("cache_hit_bytes_total", "Size of the files whose opens were served from the whole-file cache."),
+		missFiles:        c("cache_miss_files_total", "Opens of regular files for reading that the whole-file cache could not serve."),
+		missBytes:        c("cache_miss_bytes_total", "Size of the files whose opens missed the whole-file cache."),
+		evictions:        c("cache_evictions_total", "Files evicted from the whole-file cache to respect its budget."),
+		corruptions:      c("cache_corrupt_files_total", "Cached files found truncated, corrupt or missing, and dropped."),
+		filledFiles:      c("cache_filled_files_total", "Files copied into the whole-file cache."),
+		filledBytes:      c("cache_filled_bytes_total", "Bytes copied into the whole-file cache."),
+		passthroughOpens: c("cache_passthrough_opens_total", "Opens served through FUSE passthrough to a cached file."),
+		bytes:            g("cache_bytes", "Bytes held by the whole-file cache."),
+		files:            g("cache_files", "Files held by the whole-file cache."),
+		budget:           g("cache_budget_bytes", "Budget of the whole-file cache."),
+		prefetchQueued:   c("prefetch_queued_total", "Files queued by the prefetcher."),
+		prefetchDone:     c("prefetch_done_total", "Files the prefetcher copied into the cache."),
+		prefetchDropped:  c("prefetch_dropped_total", "Queued prefetches dropped (queue full, stale, or no longer needed)."),
+		prefetchFailed:   c("prefetch_failed_total", "Prefetches that failed (file gone, changed, no space)."),
+		prefetchUsed:     c("prefetch_used_total", "Prefetched files that were opened afterwards."),
+		prefetchWasted:   c("prefetch_wasted_total", "Prefetched files evicted before anyone opened them."),
+		prefetchQueue:    g("prefetch_queue_length", "Files waiting in the prefetch queue."),
+		warmupFiles:      c("warmup_files_total", "Files processed by warmups (cached, already cached or evicted)."),
+		warmupBytes:      c("warmup_bytes_total", "Bytes copied into the cache by warmups."),
+		warmupActive:     g("warmup_active", "Warmups running now."),
+		coaccessEdges:    c("coaccess_edges_total", "Co-access observations sent to the graph store."),
+	}
+	if reg != nil {
+		reg.MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
+			m.filledFiles, m.filledBytes, m.passthroughOpens, m.bytes, m.files, m.budget,
+			m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
+			m.prefetchWasted, m.prefetchQueue, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
+	}
+	return m
+}
+
+func (m *Metrics) hit(n int64) {
+	if m != nil {
+		m.hitFiles.Inc()
+		m.hitBytes.Add(float64(n))
+	}
+}
+
+func (m *Metrics) miss(n int64) {
+	if m != nil {
+		m.missFiles.Inc()
+		m.missBytes.Add(float64(n))
+	}
+}
+
+func (m *Metrics) evicted(n int) {
+	if m != nil && n > 0 {
+		m.evictions.Add(float64(n))
+	}
+}
+
+func (m *Metrics) corrupt() {
+	if m != nil {
+		m.corruptions.Inc()
+	}
+}
+
+func (m *Metrics) filled(n int64) {
+	if m != nil {
+		m.filledFiles.Inc()
+		m.filledBytes.Add(float64(n))
+	}
+}
+
+// Passthrough counts an open served through FUSE passthrough.
+func (m *Metrics) Passthrough() {
+	if m != nil {
+		m.passthroughOpens.Inc()
+	}
+}
+
+func (m *Metrics) setUsage(bytes int64, files int) {
+	if m != nil {
+		m.bytes.Set(float64(bytes))
+		m.files.Set(float64(files))
+	}
+}
+
+func (m *Metrics) setBudget(n int64) {
+	if m != nil {
+		m.budget.Set(float64(n))
+	}
+}
+
+func (m *Metrics) prefetchQueuedInc() {
+	if m != nil {
+		m.prefetchQueued.Inc()
+	}
+}
+
+func (m *Metrics) prefetchDoneInc() {
+	if m != nil {
+		m.prefetchDone.Inc()
+	}
+}
+
+func (m *Metrics) prefetchDroppedInc() {
+	if m != nil {
+		m.prefetchDropped.Inc()
+	}
+}
+
+func (m *Metrics) prefetchFailedInc() {
+	if m != nil {
+		m.prefetchFailed.Inc()
+	}
+}
+
+func (m *Metrics) prefetchUsedInc() {
+	if m != nil {
+		m.prefetchUsed.Inc()
+	}
+}
+
+func (m *Metrics) prefetchWastedInc() {
+	if m != nil {
+		m.prefetchWasted.Inc()
+	}
+}
+
+func (m *Metrics) prefetchQueueSet(n int) {
+	if m != nil {
+		m.prefetchQueue.Set(float64(n))
+	}
+}

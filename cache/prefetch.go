@@ -1,0 +1,322 @@
+package cache
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Neighbours proposes files worth prefetching after one was opened, best
+// first (the graph: shared tags, co-access, the next files of its tags and
+// directory in name order).
+type Neighbours interface {
+	Neighbours(ctx context.Context, ino uint64, limit int) ([]uint64, error)
+}
+
+// PrefetchConfig bounds the prefetcher.
+type PrefetchConfig struct {
+	// Width is how many related files one open queues.
+	Width int
+	// Depth 1 queues the files related to the opened one; 2 also those
+	// related to each prefetched file, and so on.
+	Depth int
+	// Threads is how many files are fetched at once when no foreground read
+	// goes through the daemon; half as many while some do.
+	Threads int
+	// QueueLen bounds the queue; the oldest entries are dropped first.
+	QueueLen int
+	// MaxFileSize: larger files are left to warmup.
+	MaxFileSize int64
+	// MaxAge: queued files not fetched within it are dropped as stale.
+	MaxAge time.Duration
+}
+
+// DefaultPrefetchConfig suits datasets of many small files.
+func DefaultPrefetchConfig() PrefetchConfig {
+	return PrefetchConfig{Width: 16, Depth: 1, Threads: 8, QueueLen: 4096, MaxFileSize: 64 << 20, MaxAge: 30 * time.Second}
+}
+
+type job struct {
+	ino   uint64
+	depth int
+	at    time.Time
+	elem  *list.Element
+}
+
+// Prefetcher copies files related to opened ones into the cache in the
+// background, newest requests first.
+type Prefetcher struct {
+	cfg   PrefetchConfig
+	cache *Cache
+	src   Source
+	nb    Neighbours
+	log   *slog.Logger
+	met   *Metrics
+	// foreground reports reads in flight through the daemon; prefetching
+	// shrinks to one fetch at a time while there are any.
+	foreground func() int64
+
+	expand chan job
+
+	mu         sync.Mutex
+	cond       *sync.Cond
+	queue      *list.List // front: newest
+	queued     map[uint64]*job
+	active     int
+	prefetched map[uint64]struct{} // fetched and not yet opened
+	closed     bool
+}
+
+// NewPrefetcher returns a prefetcher filling c from src.
+func NewPrefetcher(c *Cache, src Source, nb Neighbours, cfg PrefetchConfig, log *slog.Logger) *Prefetcher {
+	def := DefaultPrefetchConfig()
+	if cfg.Width <= 0 {
+		cfg.Width = def.Width
+	}
+	if cfg.Depth <= 0 {
+		cfg.Depth = def.Depth
+	}
+	if cfg.Threads <= 0 {
+		cfg.Threads = def.Threads
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = def.QueueLen
+	}
+	if cfg.MaxFileSize <= 0 {
+		cfg.MaxFileSize = def.MaxFileSize
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = def.MaxAge
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p := &Prefetcher{
+		cfg: cfg, cache: c, src: src, nb: nb, log: log, met: c.met,
+		foreground: func() int64 { return 0 },
+		expand:     make(chan job, 256),
+		queue:      list.New(), queued: map[uint64]*job{}, prefetched: map[uint64]struct{}{},
+	}
+	p.cond = sync.NewCond(&p.mu)
+	c.OnEvict(p.evicted)
+	return p
+}
+
+// SetForeground sets how to learn the number of reads in flight through the
+// daemon. Call before Run.
+func (p *Prefetcher) SetForeground(fn func() int64) { p.foreground = fn }
+
+// Opened tells the prefetcher a file was opened for reading; it never blocks.
+func (p *Prefetcher) Opened(ino uint64) {
+	p.mu.Lock()
+	if _, ok := p.prefetched[ino]; ok {
+		delete(p.prefetched, ino)
+		p.met.prefetchUsedInc()
+	}
+	if j := p.queued[ino]; j != nil {
+		// Being read now: its fetch would only duplicate the read.
+		p.removeLocked(j)
+		p.met.prefetchDroppedInc()
+	}
+	p.mu.Unlock()
+	select {
+	case p.expand <- job{ino: ino, depth: 1, at: time.Now()}:
+	default: // the expander is behind: this open's neighbours are skipped
+	}
+}
+
+// Read queues ino itself (after a read of it through the daemon missed the
+// cache), ahead of everything else.
+func (p *Prefetcher) Read(ino uint64) { p.push(ino, p.cfg.Depth) }
+
+func (p *Prefetcher) evicted(ino uint64) {
+	p.mu.Lock()
+	if _, ok := p.prefetched[ino]; ok {
+		delete(p.prefetched, ino)
+		p.met.prefetchWastedInc()
+	}
+	p.mu.Unlock()
+}
+
+func (p *Prefetcher) push(ino uint64, depth int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.queued[ino] != nil {
+		return
+	}
+	j := &job{ino: ino, depth: depth, at: time.Now()}
+	j.elem = p.queue.PushFront(j)
+	p.queued[ino] = j
+	p.met.prefetchQueuedInc()
+	for p.queue.Len() > p.cfg.QueueLen {
+		p.removeLocked(p.queue.Back().Value.(*job))
+		p.met.prefetchDroppedInc()
+	}
+	p.met.prefetchQueueSet(p.queue.Len())
+	p.cond.Signal()
+}
+
+func (p *Prefetcher) removeLocked(j *job) {
+	p.queue.Remove(j.elem)
+	delete(p.queued, j.ino)
+	p.met.prefetchQueueSet(p.queue.Len())
+}
+
+// Run serves the queue until ctx ends.
+func (p *Prefetcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.expander(ctx)
+	}()
+	for i := 0; i < p.cfg.Threads; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.worker(ctx)
+		}()
+	}
+	// Foreground reads may hold workers back; look again now and then.
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-tick.C:
+			p.mu.Lock()
+			if p.queue.Len() > 0 {
+				p.cond.Broadcast()
+			}
+			p.mu.Unlock()
+		}
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	wg.Wait()
+}
+
+func (p *Prefetcher) expander(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-p.expand:
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			inos, err := p.nb.Neighbours(qctx, j.ino, p.cfg.Width)
+			cancel()
+			if err != nil {
+				p.log.Debug("prefetch: finding related files", "ino", j.ino, "error", err)
+				continue
+			}
+			for _, ino := range inos {
+				if !p.cache.Contains(ino) {
+					p.push(ino, j.depth)
+				}
+			}
+		}
+	}
+}
+
+func (p *Prefetcher) next() *job {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		if p.closed {
+			return nil
+		}
+		if f := p.queue.Front(); f != nil && p.active < p.allowed() {
+			j := f.Value.(*job)
+			p.removeLocked(j)
+			if time.Since(j.at) > p.cfg.MaxAge {
+				p.met.prefetchDroppedInc()
+				continue
+			}
+			p.active++
+			return j
+		}
+		p.cond.Wait()
+	}
+}
+
+// allowed is how many fetches may run now: all threads while no foreground
+// read goes through the daemon, half of them (at least one) while some do.
+// Reads from remote storage are bound by latency, not bandwidth, so a few
+// fetches beside them cost them little, and each one that lands turns a later
+// foreground miss into a hit.
+func (p *Prefetcher) allowed() int {
+	if p.foreground() == 0 {
+		return p.cfg.Threads
+	}
+	return max(1, p.cfg.Threads/2)
+}
+
+func (p *Prefetcher) worker(ctx context.Context) {
+	for {
+		j := p.next()
+		if j == nil {
+			return
+		}
+		p.fetch(ctx, j)
+		p.mu.Lock()
+		p.active--
+		p.cond.Signal()
+		p.mu.Unlock()
+	}
+}
+
+func (p *Prefetcher) fetch(ctx context.Context, j *job) {
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	ver, err := p.src.Stat(fctx, j.ino)
+	if err != nil {
+		p.met.prefetchFailedInc()
+		return
+	}
+	if p.cache.Has(j.ino, ver) {
+		return
+	}
+	if int64(ver.Length) > p.cfg.MaxFileSize {
+		p.met.prefetchDroppedInc()
+		return
+	}
+	n, err := p.cache.Fill(fctx, p.src, j.ino)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			p.log.Debug("prefetch failed", "ino", j.ino, "error", err)
+		}
+		p.met.prefetchFailedInc()
+		return
+	}
+	p.met.prefetchDoneInc()
+	if n > 0 {
+		p.mu.Lock()
+		if len(p.prefetched) < 1<<20 {
+			p.prefetched[j.ino] = struct{}{}
+		}
+		p.mu.Unlock()
+	}
+	if j.depth < p.cfg.Depth {
+		select {
+		case p.expand <- job{ino: j.ino, depth: j.depth + 1, at: time.Now()}:
+		default:
+		}
+	}
+}
+
+// QueueLen is the number of queued files.
+func (p *Prefetcher) QueueLen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queue.Len()
+}
+
+// MaxFileSize is the largest file the prefetcher copies.
+func (p *Prefetcher) MaxFileSize() int64 { return p.cfg.MaxFileSize }

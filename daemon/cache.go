@@ -1,0 +1,456 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/juicedata/juicefs/pkg/meta"
+
+	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/control"
+	"github.com/disgrafs/disgrafs/fusefs"
+	"github.com/disgrafs/disgrafs/graph"
+)
+
+// CacheConfig configures the whole-file cache and the prefetcher.
+type CacheConfig struct {
+	// Size is the budget in bytes; 0 turns the whole-file cache off.
+	Size int64
+	// Passthrough serves cached files of at least PassthroughMin bytes
+	// through FUSE passthrough.
+	Passthrough       bool
+	PassthroughMin    int64
+	PassthroughMinAge time.Duration
+	// TTL is the kernel's entry and attribute timeout for cached files.
+	TTL time.Duration
+	// Prefetch turns the prefetcher and co-access learning on.
+	Prefetch       bool
+	PrefetchConfig cache.PrefetchConfig
+}
+
+// cacheState is the daemon's whole-file cache.
+type cacheState struct {
+	c        *cache.Cache
+	src      cache.Source
+	met      *cache.Metrics
+	prefetch *cache.Prefetcher
+	learner  *cache.Learner
+	dir      string
+
+	running sync.WaitGroup // the prefetcher and the learner
+	closed  bool
+
+	mu      sync.Mutex
+	warmups []*warmupJob
+}
+
+type warmupJob struct {
+	mu       sync.Mutex
+	what     string
+	started  time.Time
+	progress cache.Progress
+	cancel   context.CancelFunc
+}
+
+func (j *warmupJob) set(p cache.Progress) {
+	j.mu.Lock()
+	j.progress = p
+	j.mu.Unlock()
+}
+
+func (j *warmupJob) info() control.WarmupInfo {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return control.WarmupInfo{What: j.what, StartedAt: j.started, Progress: j.progress}
+}
+
+// cacheDir is where this mount keeps its whole-file cache: per volume and per
+// mountpoint, so that two mounts of one volume on a node never share an index.
+func (d *Daemon) wholeCacheDir() string {
+	sum := sha256.Sum256([]byte(d.cfg.Mountpoint))
+	return filepath.Join(d.cfg.CacheDir, d.vol.Format.UUID, "files-"+hex.EncodeToString(sum[:4]))
+}
+
+// startCache opens the cache and fills in the FUSE options that serve it.
+func (d *Daemon) startCache(fo *fusefs.Options) error {
+	cc := d.cfg.Cache
+	if cc.Size <= 0 {
+		return nil
+	}
+	st := &cacheState{met: cache.NewMetrics(d.reg.DisGraFS), dir: d.wholeCacheDir()}
+	c, err := cache.Open(cache.Config{
+		Dir: st.dir, Capacity: cc.Size, FreeRatio: d.cfg.FreeSpaceRatio,
+		Log: d.log.With("component", "cache"), Metrics: st.met,
+	})
+	if err != nil {
+		return fmt.Errorf("whole-file cache: %w", err)
+	}
+	st.c = c
+	st.src = fusefs.CacheSource(d.vol.VFS, d.vol.Store)
+	opts := &fusefs.CacheOptions{
+		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
+		TTL: cc.TTL, Metrics: st.met,
+	}
+	if cc.Prefetch {
+		st.prefetch = cache.NewPrefetcher(c, st.src, &neighbours{d: d}, cc.PrefetchConfig, d.log.With("component", "prefetch"))
+		opts.Prefetch = st.prefetch
+		opts.ReadThroughMax = st.prefetch.MaxFileSize()
+		if d.tags != nil {
+			st.learner = cache.NewLearner(d.tags.store, st.met, d.log.With("component", "coaccess"))
+			opts.Learner = st.learner
+		}
+	}
+	fo.Cache = opts
+	d.cache = st
+	go c.Run(d.bg)
+	return nil
+}
+
+// runCache starts the background work once the mount serves.
+func (d *Daemon) runCache() {
+	if d.cache == nil {
+		return
+	}
+	if p := d.cache.prefetch; p != nil {
+		p.SetForeground(d.fs.ForegroundReads)
+		d.cache.running.Add(1)
+		go func() {
+			defer d.cache.running.Done()
+			p.Run(d.bg)
+		}()
+	}
+	if l := d.cache.learner; l != nil {
+		d.cache.running.Add(1)
+		go func() {
+			defer d.cache.running.Done()
+			l.Run(d.bg)
+		}()
+	}
+}
+
+// stopCache waits (briefly) for the background work to stop after d.bg
+// ended, then saves the cache index.
+func (d *Daemon) stopCache() {
+	if d.cache == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		d.cache.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		d.log.Warn("prefetches still running at shutdown")
+	}
+	d.closeCache()
+}
+
+func (d *Daemon) closeCache() {
+	if d.cache == nil || d.cache.closed {
+		return
+	}
+	d.cache.closed = true
+	if err := d.cache.c.Close(); err != nil {
+		d.log.Warn("closing the cache", "error", err)
+	}
+}
+
+// cacheInfo is the cache part of the status.
+func (d *Daemon) cacheInfo() *control.CacheInfo {
+	if d.cache == nil {
+		return nil
+	}
+	s := d.cache.c.Stats()
+	ci := &control.CacheInfo{
+		Dir: s.Dir, Files: s.Files, Bytes: s.Bytes, Budget: s.Capacity,
+		Passthrough: d.fs != nil && d.fs.PassthroughActive(),
+		Prefetch:    d.cache.prefetch != nil,
+	}
+	switch {
+	case !d.cfg.Cache.Passthrough:
+		ci.PassthroughNote = "off (--passthrough=false): cached files are served through the page cache"
+	case !ci.Passthrough:
+		ci.PassthroughNote = "unavailable: the kernel refused a backing file (needs CAP_SYS_ADMIN and Linux 6.9+); cached files are served through the page cache"
+	default:
+		ci.PassthroughNote = fmt.Sprintf("on for cached files of %d bytes or more, unmodified for %s", d.cfg.Cache.PassthroughMin, d.cfg.Cache.PassthroughMinAge)
+	}
+	if d.cache.prefetch != nil {
+		ci.PrefetchQueue = d.cache.prefetch.QueueLen()
+	}
+	d.cache.mu.Lock()
+	for _, j := range d.cache.warmups {
+		ci.Warmups = append(ci.Warmups, j.info())
+	}
+	d.cache.mu.Unlock()
+	return ci
+}
+
+// neighbours proposes files to prefetch: files sharing the opened file's
+// tags (rarer tags first), files opened together with it before, then the
+// next files of its tags and of its directory in name order.
+type neighbours struct {
+	d *Daemon
+
+	mu    sync.Mutex
+	lists map[string]*nameList // "tag:T" or "dir:INO"
+}
+
+type nameList struct {
+	at    time.Time
+	files []graph.File // sorted by name
+}
+
+const listTTL = 10 * time.Second
+
+func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int) ([]uint64, error) {
+	var out []uint64
+	seen := map[uint64]bool{ino: true}
+	add := func(id uint64) bool {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+		return len(out) >= limit
+	}
+	d := n.d
+	if d.tags != nil && d.tags.svc.Check() == nil {
+		if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), limit); err == nil {
+			for _, s := range rel {
+				if add(uint64(s.File.ID)) {
+					return out, nil
+				}
+			}
+		}
+		if co, err := d.tags.store.CoAccessed(ctx, graph.FileID(ino), limit, time.Hour, time.Now()); err == nil {
+			for _, s := range co {
+				if add(uint64(s.File.ID)) {
+					return out, nil
+				}
+			}
+		}
+		if tags, err := d.tags.store.TagsOf(ctx, graph.FileID(ino)); err == nil {
+			for _, t := range tags {
+				l, err := n.list(ctx, "tag:"+t, func() ([]graph.File, error) { return d.tags.store.Files(ctx, []string{t}) })
+				if err != nil {
+					continue
+				}
+				for _, id := range following(l, ino, limit) {
+					if add(id) {
+						return out, nil
+					}
+				}
+			}
+		}
+	}
+	var attr meta.Attr
+	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
+	if d.vol.Meta.GetAttr(mctx, meta.Ino(ino), &attr) == 0 && attr.Parent != 0 {
+		parent := attr.Parent
+		l, err := n.list(ctx, fmt.Sprintf("dir:%d", parent), func() ([]graph.File, error) {
+			var entries []*meta.Entry
+			if st := d.vol.Meta.Readdir(mctx, parent, 1, &entries); st != 0 {
+				return nil, st
+			}
+			files := make([]graph.File, 0, len(entries))
+			for _, e := range entries {
+				if e.Attr.Typ == meta.TypeFile {
+					files = append(files, graph.File{ID: graph.FileID(e.Inode), Name: string(e.Name)})
+				}
+			}
+			return files, nil
+		})
+		if err == nil {
+			for _, id := range following(l, ino, limit) {
+				if add(id) {
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// list returns a name-sorted listing, remembered for a few seconds.
+func (n *neighbours) list(ctx context.Context, key string, load func() ([]graph.File, error)) (*nameList, error) {
+	n.mu.Lock()
+	if n.lists == nil {
+		n.lists = map[string]*nameList{}
+	}
+	l := n.lists[key]
+	n.mu.Unlock()
+	if l != nil && time.Since(l.at) < listTTL {
+		return l, nil
+	}
+	files, err := load()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(files, func(a, b graph.File) int {
+		if a.Name != b.Name {
+			if a.Name < b.Name {
+				return -1
+			}
+			return 1
+		}
+		return int(a.ID) - int(b.ID)
+	})
+	l = &nameList{at: time.Now(), files: files}
+	n.mu.Lock()
+	if len(n.lists) > 1024 {
+		n.lists = map[string]*nameList{}
+	}
+	n.lists[key] = l
+	n.mu.Unlock()
+	return l, nil
+}
+
+// following returns up to limit files after ino in l's name order.
+func following(l *nameList, ino uint64, limit int) []uint64 {
+	i := slices.IndexFunc(l.files, func(f graph.File) bool { return uint64(f.ID) == ino })
+	if i < 0 {
+		return nil
+	}
+	var out []uint64
+	for _, f := range l.files[i+1:] {
+		if len(out) >= limit {
+			break
+		}
+		out = append(out, uint64(f.ID))
+	}
+	return out
+}
+
+// registerCacheControl serves warmup.
+func (d *Daemon) registerCacheControl() {
+	d.ctl.HandleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
+		var req control.WarmupRequest
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&req); err != nil {
+			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup request: %w", err)})
+			return
+		}
+		if d.cache == nil {
+			control.WriteError(w, http.StatusConflict, errors.New("the whole-file cache is off on this mount (--cache-size 0)"))
+			return
+		}
+		mode := cache.WarmupMode(req.Mode)
+		switch mode {
+		case "":
+			mode = cache.ModeWarm
+		case cache.ModeWarm, cache.ModeCheck, cache.ModeEvict:
+		default:
+			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup mode %q: want warm, check or evict", req.Mode)})
+			return
+		}
+		inos, what, err := d.warmupSet(r.Context(), req)
+		if err != nil {
+			code := http.StatusInternalServerError
+			var be control.BadRequest
+			if errors.As(err, &be) {
+				code = http.StatusBadRequest
+			}
+			control.WriteError(w, code, err)
+			return
+		}
+		job := &warmupJob{what: what, started: time.Now()}
+		ctx, cancel := context.WithCancel(r.Context())
+		if req.Background {
+			ctx, cancel = context.WithCancel(d.bg)
+		}
+		job.cancel = cancel
+		d.cache.mu.Lock()
+		d.cache.warmups = append(d.cache.warmups, job)
+		if len(d.cache.warmups) > 8 {
+			d.cache.warmups = d.cache.warmups[len(d.cache.warmups)-8:]
+		}
+		d.cache.mu.Unlock()
+
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		flusher, _ := w.(http.Flusher)
+		if req.Background {
+			go func() {
+				defer cancel()
+				_, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, job.set)
+				if err != nil {
+					d.log.Warn("background warmup", "what", what, "error", err)
+				}
+			}()
+			_ = enc.Encode(cache.Progress{Mode: mode, Total: int64(len(inos))})
+			return
+		}
+		defer cancel()
+		var mu sync.Mutex
+		last := time.Time{}
+		report := func(p cache.Progress) {
+			job.set(p)
+			mu.Lock()
+			defer mu.Unlock()
+			if !p.Done && time.Since(last) < 200*time.Millisecond {
+				return
+			}
+			last = time.Now()
+			_ = enc.Encode(p)
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if _, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, report); err != nil && ctx.Err() == nil {
+			d.log.Warn("warmup", "what", what, "error", err)
+		}
+	})
+}
+
+// warmupSet resolves what a warmup covers to inodes.
+func (d *Daemon) warmupSet(ctx context.Context, req control.WarmupRequest) ([]uint64, string, error) {
+	var files []graph.File
+	var what string
+	switch {
+	case req.Tag != "" || req.Query != "":
+		if d.tags == nil {
+			return nil, "", control.BadRequest{Err: errors.New("tags are off on this mount (--no-tags): warm paths instead")}
+		}
+		expr := req.Query
+		what = "query " + req.Query
+		if req.Tag != "" {
+			if err := graph.ValidTag(req.Tag); err != nil {
+				return nil, "", control.BadRequest{Err: err}
+			}
+			expr, what = "", "tag "+req.Tag
+		}
+		qctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		var err error
+		if expr == "" {
+			files, err = d.tags.store.Files(qctx, []string{req.Tag})
+		} else {
+			e, perr := graph.Parse(expr)
+			if perr != nil {
+				return nil, "", control.BadRequest{Err: perr}
+			}
+			files, err = d.tags.store.Query(qctx, e)
+		}
+		if err != nil {
+			return nil, "", err
+		}
+	default:
+		what = fmt.Sprintf("%d paths", len(req.Inos))
+	}
+	inos := make([]uint64, 0, len(files)+len(req.Inos))
+	for _, f := range files {
+		inos = append(inos, uint64(f.ID))
+	}
+	inos = append(inos, req.Inos...)
+	slices.Sort(inos)
+	return slices.Compact(inos), what, nil
+}

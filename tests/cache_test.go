@@ -1,0 +1,521 @@
+package tests
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/disgrafs/disgrafs/control"
+	"github.com/prometheus/common/expfmt"
+)
+
+// status returns the daemon's status.
+func status(t testing.TB, m *Mount) control.Status {
+	t.Helper()
+	out, err := run(t, "status", "--json", m.Dir)
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	var s control.Status
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	return s
+}
+
+// freeMetricsAddr returns a free loopback address for a daemon's metrics.
+func freeMetricsAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// metric returns the sum of a metric's series scraped from addr.
+func metric(t testing.TB, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	var p expfmt.TextParser
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	mf := mfs[name]
+	if mf == nil {
+		t.Fatalf("no metric %s", name)
+	}
+	var sum float64
+	for _, m := range mf.GetMetric() {
+		switch {
+		case m.Counter != nil:
+			sum += m.Counter.GetValue()
+		case m.Gauge != nil:
+			sum += m.Gauge.GetValue()
+		}
+	}
+	return sum
+}
+
+// dataset writes n files of random sizes up to max under dir, tags them with
+// tag, and returns their contents by path.
+func dataset(t testing.TB, dir, tag string, n, maxSize int, seed uint64) map[string][]byte {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(seed, seed+1))
+	files := map[string][]byte{}
+	for i := 0; i < n; i++ {
+		b := make([]byte, rng.IntN(maxSize)+1)
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		p := filepath.Join(dir, fmt.Sprintf("f%04d", i))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if tag != "" {
+			if err := syscall.Setxattr(p, "user.xdg.tags", []byte(tag), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		files[p] = b
+	}
+	return files
+}
+
+// warmup runs disgrafs warmup and returns its output.
+func warmup(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := run(t, append([]string{"warmup"}, args...)...)
+	if err != nil {
+		t.Fatalf("warmup %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// verify reads every file (read and mmap) and compares it with want.
+func verify(t testing.TB, files map[string][]byte) {
+	t.Helper()
+	for p, want := range files {
+		got, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("read %s: %v", p, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: read %d bytes that differ from the %d written", p, len(got), len(want))
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := syscall.Mmap(int(f.Fd()), 0, len(want), syscall.PROT_READ, syscall.MAP_SHARED)
+		if err != nil {
+			f.Close()
+			t.Fatalf("mmap %s: %v", p, err)
+		}
+		same := bytes.Equal(m, want)
+		_ = syscall.Munmap(m)
+		f.Close()
+		if !same {
+			t.Fatalf("%s: mmap shows bytes that differ from those written", p)
+		}
+	}
+}
+
+func cacheFileOf(t testing.TB, m *Mount, p string) string {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(status(t, m).Cache.Dir, "files", strconv.FormatUint(st.Ino, 16))
+}
+
+func TestCacheServesExactBytes(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prefetch=false", "--passthrough-min", "64K", "--passthrough-min-age", "0"}})
+	files := dataset(t, m.Path("ds"), "train", 40, 256<<10, 1)
+	// Large files too: several chunks of JuiceFS (64 MiB) are not needed for
+	// correctness, but sizes around block and page boundaries are.
+	for i, size := range []int{4 << 20, 4<<20 + 1, 65536, 4095} {
+		b := make([]byte, size)
+		rng := rand.New(rand.NewPCG(uint64(i), 9))
+		for j := range b {
+			b[j] = byte(rng.Uint32())
+		}
+		p := m.Path("ds", fmt.Sprintf("big%d", i))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Setxattr(p, "user.xdg.tags", []byte("train"), 0); err != nil {
+			t.Fatal(err)
+		}
+		files[p] = b
+	}
+	out := warmup(t, "--tag", "train", m.Dir)
+	if !strings.Contains(out, fmt.Sprintf("warmed: %d files copied", len(files))) {
+		t.Fatalf("warmup: %s", out)
+	}
+	out = warmup(t, "--check", "--tag", "train", m.Dir)
+	if !strings.Contains(out, "(100.0%)") {
+		t.Fatalf("warmup --check after warmup: %s", out)
+	}
+	verify(t, files)
+	verify(t, files) // again: now from the page cache
+	if hits := metric(t, addr, "disgrafs_cache_hit_files_total"); hits < float64(2*len(files)) {
+		t.Errorf("cache hits %v, want at least %d", hits, 2*len(files))
+	}
+	if pt := metric(t, addr, "disgrafs_cache_passthrough_opens_total"); pt == 0 {
+		t.Errorf("no open went through passthrough: %s", status(t, m).Cache.PassthroughNote)
+	}
+	if miss := metric(t, addr, "disgrafs_cache_miss_files_total"); miss != 0 {
+		t.Errorf("%v misses after a full warmup", miss)
+	}
+
+	t.Run("writes invalidate", func(t *testing.T) {
+		p := m.Path("ds", "big0")
+		// A reader holds the file open through passthrough while it is
+		// written: the write must not fail (the kernel refuses mixed modes).
+		r, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		// The kernel needs every open of a file with a backing file to use
+		// it, and writes must reach JuiceFS: the file is busy meanwhile.
+		if _, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0); !errors.Is(err, syscall.ETXTBSY) {
+			t.Fatalf("open for writing a file open through passthrough: want ETXTBSY, got %v", err)
+		}
+		r.Close()
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatalf("open for writing once the passthrough reader closed: %v", err)
+		}
+		if _, err := f.Write([]byte("appended")); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		files[p] = append(files[p], "appended"...)
+		small := m.Path("ds", "f0001")
+		if err := os.WriteFile(small, []byte("rewritten"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		files[small] = []byte("rewritten")
+		verify(t, map[string][]byte{p: files[p], small: files[small]})
+	})
+
+	t.Run("corrupt and truncated copies are refetched", func(t *testing.T) {
+		warmup(t, "--tag", "train", m.Dir)
+		before := metric(t, addr, "disgrafs_cache_corrupt_files_total")
+		a, b := m.Path("ds", "big1"), m.Path("ds", "f0002")
+		if err := os.Truncate(cacheFileOf(t, m, a), 100); err != nil {
+			t.Fatal(err)
+		}
+		cf := cacheFileOf(t, m, b)
+		f, err := os.OpenFile(cf, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt([]byte("XXXX"), 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		// Drop the kernel's pages so the reads reach the file system.
+		if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+			t.Fatal(err)
+		}
+		verify(t, map[string][]byte{a: files[a], b: files[b]})
+		if after := metric(t, addr, "disgrafs_cache_corrupt_files_total"); after < before+2 {
+			t.Errorf("corrupt copies counted %v, want %v", after, before+2)
+		}
+	})
+
+	t.Run("restart keeps the cache", func(t *testing.T) {
+		warmup(t, "--tag", "train", m.Dir)
+		m.Restart()
+		out := warmup(t, "--check", "--tag", "train", m.Dir)
+		if !strings.Contains(out, "(100.0%)") {
+			t.Fatalf("after a restart: %s", out)
+		}
+		verify(t, files)
+		if miss := metric(t, addr, "disgrafs_cache_miss_files_total"); miss != 0 {
+			t.Errorf("%v misses after a restart", miss)
+		}
+	})
+
+	t.Run("evict", func(t *testing.T) {
+		out := warmup(t, "--evict", "--tag", "train", m.Dir)
+		if !strings.Contains(out, fmt.Sprintf("evicted: %d files", len(files))) {
+			t.Fatalf("evict: %s", out)
+		}
+		if s := status(t, m); s.Cache.Files != 0 {
+			t.Fatalf("after evict the cache holds %d files", s.Cache.Files)
+		}
+		verify(t, files)
+	})
+}
+
+func TestCacheBudget(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--cache-size", "1M", "--prefetch-width", "64"}})
+	files := dataset(t, m.Path("ds"), "train", 40, 100<<10, 2)
+	out, err := run(t, "warmup", "--tag", "train", m.Dir)
+	if err == nil || !strings.Contains(out, "needs more than the cache budget of 1.0 MiB") {
+		t.Fatalf("warming more than the budget: want a clear refusal, got %v\n%s", err, out)
+	}
+	// Reads (and the prefetcher they trigger) churn the cache through a
+	// budget smaller than the dataset; it never holds more than the budget.
+	for round := 0; round < 3; round++ {
+		verify(t, files)
+		if b := metric(t, addr, "disgrafs_cache_bytes"); b > 1<<20 {
+			t.Fatalf("the cache holds %v bytes, over its 1 MiB budget", b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, addr, "disgrafs_cache_evictions_total") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing was evicted while reading %d files through a 1 MiB cache", len(files))
+		}
+		verify(t, files)
+	}
+	if b := metric(t, addr, "disgrafs_cache_bytes"); b > 1<<20 {
+		t.Fatalf("the cache holds %v bytes, over its 1 MiB budget", b)
+	}
+}
+
+func TestCacheDiskFull(t *testing.T) {
+	needRoot(t)
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", small).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", small).Run() })
+	m := startMount(t, MountOpts{Extra: []string{"--cache-dir", small, "--cache-size", "1G", "--free-space-ratio", "0.01"}})
+	files := dataset(t, m.Path("ds"), "train", 12, 1<<20, 3)
+	out, _ := run(t, "warmup", "--tag", "train", m.Dir)
+	if !strings.Contains(out, "failed") {
+		t.Logf("warmup on a full cache disk: %s", out)
+	}
+	verify(t, files) // never a failed read
+	verify(t, files)
+}
+
+func TestCacheSharedVolumeNeverStale(t *testing.T) {
+	needRoot(t)
+	metaURL, _ := formatShared(t, "cachestale")
+	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--passthrough-min", "64K", "--passthrough-min-age", "0"}})
+	b := startMount(t, MountOpts{Meta: metaURL})
+	files := dataset(t, a.Path("ds"), "train", 6, 200<<10, 4)
+	warmup(t, "--tag", "train", a.Dir)
+	verify(t, files)
+	cases := []struct {
+		name    string
+		content []byte
+	}{
+		{"same length", bytes.Repeat([]byte("s"), len(files[a.Path("ds", "f0000")]))},
+		{"longer", bytes.Repeat([]byte("L"), 300<<10)},
+		{"shorter", []byte("short")},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			name := fmt.Sprintf("f%04d", i)
+			if err := os.WriteFile(b.Path("ds", name), c.content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(a.Path("ds", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, c.content) {
+				t.Fatalf("node A served %d stale bytes after node B wrote %d and closed", len(got), len(c.content))
+			}
+		})
+	}
+}
+
+func TestCacheBadInput(t *testing.T) {
+	needRoot(t)
+	m := startMount(t, MountOpts{})
+	off := startMount(t, MountOpts{Extra: []string{"--cache-size", "0"}})
+	for _, p := range []string{m.Path("x"), off.Path("x")} {
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outside := t.TempDir()
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"bad tag", []string{"warmup", "--tag", "a,b", m.Dir}, "invalid tag"},
+		{"bad query", []string{"warmup", "--query", "cat and (", m.Dir}, "end of expression"},
+		{"unknown tag", []string{"warmup", "--tag", "nosuchtag", m.Dir}, "no such tag"},
+		{"check and evict", []string{"warmup", "--check", "--evict", "--tag", "t", m.Dir}, "exclude each other"},
+		{"tag and query", []string{"warmup", "--tag", "t", "--query", "t", m.Dir}, "not both"},
+		{"outside a mount", []string{"warmup", outside}, "not inside a disgrafs mount"},
+		{"cache off", []string{"warmup", off.Dir}, "whole-file cache is off"},
+		{"bad threads", []string{"warmup", "--threads", "-1", m.Dir}, "--threads"},
+		{"bad passthrough-min", []string{"mount", "--passthrough-min", "lots", t.TempDir()}, "--passthrough-min"},
+		{"bad prefetch width", []string{"mount", "--prefetch-width", "0", t.TempDir()}, "--prefetch-width"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := run(t, c.args...)
+			if err == nil || !strings.Contains(out, c.want) {
+				t.Fatalf("%v: want an error with %q, got %v\n%s", c.args, c.want, err, out)
+			}
+		})
+	}
+}
+
+func TestCachePassthroughOff(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--passthrough=false"}})
+	files := dataset(t, m.Path("ds"), "train", 5, 2<<20, 5)
+	warmup(t, "--tag", "train", m.Dir)
+	verify(t, files)
+	if pt := metric(t, addr, "disgrafs_cache_passthrough_opens_total"); pt != 0 {
+		t.Fatalf("%v passthrough opens with --passthrough=false", pt)
+	}
+	if s := status(t, m); !strings.Contains(s.Cache.PassthroughNote, "off") {
+		t.Fatalf("status does not say passthrough is off: %q", s.Cache.PassthroughNote)
+	}
+	if hits := metric(t, addr, "disgrafs_cache_hit_files_total"); hits < 5 {
+		t.Fatalf("cache hits %v", hits)
+	}
+}
+
+func TestPrefetchRelated(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prefetch-width", "32"}})
+	files := dataset(t, m.Path("ds"), "train", 30, 64<<10, 6)
+	// Opening one file queues the files sharing its tag and the next ones
+	// of its directory; they land in the cache without being read.
+	if _, err := os.ReadFile(m.Path("ds", "f0000")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, addr, "disgrafs_prefetch_done_total") < 20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("prefetched %v files after opening one of 30 related files", metric(t, addr, "disgrafs_prefetch_done_total"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	verify(t, files)
+	if used := metric(t, addr, "disgrafs_prefetch_used_total"); used < 20 {
+		t.Errorf("prefetched files used: %v", used)
+	}
+}
+
+// TestCachePassthroughUnavailable runs a daemon without CAP_SYS_ADMIN (as an
+// ordinary user through fusermount3): the kernel refuses backing files, the
+// cache falls back to the page cache, and status says so.
+func TestCachePassthroughUnavailable(t *testing.T) {
+	needRoot(t)
+	needTool(t, "fusermount3")
+	needTool(t, "setpriv")
+	// /dev/fuse is root-only on these machines; open it to others for the
+	// test only.
+	var st syscall.Stat_t
+	if err := syscall.Stat("/dev/fuse", &st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod("/dev/fuse", 0o666); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Chmod("/dev/fuse", os.FileMode(st.Mode&0o777)) })
+	home := filepath.Join("/var/tmp", fmt.Sprintf("disgrafs-nocap-%d", os.Getpid()))
+	mnt := filepath.Join(home, "mnt")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(home) })
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(mnt, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	asUser := func(name string, args ...string) *exec.Cmd {
+		cmd := exec.Command("setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups", name}, args...)...)
+		cmd.Env = append(testEnv(), "HOME="+home, "XDG_RUNTIME_DIR="+home)
+		return cmd
+	}
+	as := func(args ...string) *exec.Cmd { return asUser(binary(t), args...) }
+	daemon := as("mount", "--data-dir", filepath.Join(home, "data"), "--metrics", "off", "--allow-other=false",
+		"--passthrough-min", "0", "--passthrough-min-age", "0", mnt)
+	var log lockedBuffer
+	daemon.Stdout, daemon.Stderr = &log, &log
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = as("umount", mnt).Run()
+		_ = daemon.Process.Kill()
+		_, _ = daemon.Process.Wait()
+		_ = exec.Command("umount", "-l", mnt).Run()
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(log.String(), "serving") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not mount as an ordinary user:\n%s", log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The mount is the user's own (no allow_other): read and write as them.
+	src := filepath.Join(home, "a")
+	want := make([]byte, 3<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := asUser("cp", src, filepath.Join(mnt, "a")).CombinedOutput(); err != nil {
+		t.Fatalf("cp into the mount: %v\n%s", err, out)
+	}
+	if out, err := as("warmup", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("warmup: %v\n%s", err, out)
+	}
+	for i := 0; i < 2; i++ {
+		if out, err := asUser("cmp", src, filepath.Join(mnt, "a")).CombinedOutput(); err != nil {
+			t.Fatalf("the cached file differs: %v\n%s", err, out)
+		}
+	}
+	out, err := as("status", mnt).CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "Passthrough:  unavailable") {
+		t.Fatalf("status does not say passthrough is unavailable:\n%s", out)
+	}
+}
