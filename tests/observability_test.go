@@ -329,7 +329,8 @@ func TestObservability(t *testing.T) {
 	if err := os.MkdirAll(m.Path("train", "cats"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(m.Path("train", "cats", "notes.txt"), randBytes(t, size), 0o644); err != nil {
+	data := randBytes(t, size)
+	if err := os.WriteFile(m.Path("train", "cats", "notes.txt"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if n := readDirect(t, m.Path("train", "cats", "notes.txt")); n != size {
@@ -363,6 +364,20 @@ func TestObservability(t *testing.T) {
 		} {
 			prom.waitFor(t, c.q, 30*time.Second, one(t, c.ok))
 		}
+	})
+
+	t.Run("cache", func(t *testing.T) {
+		// The O_DIRECT read was a miss; the file is cached once closed, and
+		// the next open is a hit.
+		prom.waitFor(t, fmt.Sprintf(`disgrafs_cache_miss_files_total{%s}`, sel), 30*time.Second, one(t, func(v float64) bool { return v == 1 }))
+		prom.waitFor(t, fmt.Sprintf(`disgrafs_cache_files{%s}`, sel), 30*time.Second, one(t, func(v float64) bool { return v == 1 }))
+		got, err := os.ReadFile(m.Path("train", "cats", "notes.txt"))
+		if err != nil || string(got) != string(data) {
+			t.Fatalf("read from the cache: %v (%d bytes)", err, len(got))
+		}
+		prom.waitFor(t, fmt.Sprintf(`disgrafs_cache_hit_files_total{%s}`, sel), 30*time.Second, one(t, func(v float64) bool { return v == 1 }))
+		prom.waitFor(t, fmt.Sprintf(`disgrafs_cache_hit_bytes_total{%s}`, sel), 30*time.Second, one(t, func(v float64) bool { return v == size }))
+		prom.waitFor(t, fmt.Sprintf(`disgrafs_cache_bytes{%s}`, sel), 30*time.Second, one(t, func(v float64) bool { return v == size }))
 	})
 
 	text, took := scrape(t, addr)
@@ -411,6 +426,7 @@ func TestObservability(t *testing.T) {
 			}
 		}
 		for _, want := range []string{"disgrafs_fuse_ops_total", "disgrafs_fuse_op_duration_seconds",
+			"disgrafs_cache_hit_files_total", "disgrafs_cache_bytes", "disgrafs_prefetch_used_total", "disgrafs_warmup_files_total",
 			"disgrafs_graph_query_duration_seconds", "disgrafs_graph_errors_total", "disgrafs_graph_available",
 			"disgrafs_tagger_files_tagged_total", "disgrafs_tagger_failures_total", "disgrafs_tagger_queue_length",
 			"juicefs_fuse_read_size_bytes", "juicefs_uptime", "juicefs_cpu_usage", "juicefs_memory",
