@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -334,9 +335,14 @@ func following(l *nameList, ino uint64, limit int) []uint64 {
 // registerCacheControl serves warmup.
 func (d *Daemon) registerCacheControl() {
 	d.ctl.HandleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
-		var req control.WarmupRequest
-		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<20)).Decode(&req); err != nil {
-			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup request: %w", err)})
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<20))
+		if err != nil {
+			control.WriteError(w, http.StatusBadRequest, fmt.Errorf("warmup request: %w", err))
+			return
+		}
+		req, err := control.DecodeWarmup(body)
+		if err != nil {
+			control.WriteError(w, http.StatusBadRequest, err)
 			return
 		}
 		if d.cache == nil {
@@ -344,13 +350,8 @@ func (d *Daemon) registerCacheControl() {
 			return
 		}
 		mode := cache.WarmupMode(req.Mode)
-		switch mode {
-		case "":
+		if mode == "" {
 			mode = cache.ModeWarm
-		case cache.ModeWarm, cache.ModeCheck, cache.ModeEvict:
-		default:
-			control.WriteError(w, http.StatusBadRequest, control.BadRequest{Err: fmt.Errorf("warmup mode %q: want warm, check or evict", req.Mode)})
-			return
 		}
 		inos, what, err := d.warmupSet(r.Context(), req)
 		if err != nil {

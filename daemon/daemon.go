@@ -276,11 +276,9 @@ func (d *Daemon) registerControl() {
 		return d.Status(), nil
 	})
 	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
-		var req control.UnmountRequest
-		if len(body) > 0 {
-			if err := json.Unmarshal(body, &req); err != nil {
-				return nil, control.BadRequest{Err: fmt.Errorf("unmount request: %w", err)}
-			}
+		req, err := control.DecodeUnmount(body)
+		if err != nil {
+			return nil, err
 		}
 		if !req.Lazy {
 			// Try now so that a busy mount is reported to the caller.

@@ -178,13 +178,9 @@ func (d *Daemon) registerTagControl() {
 		return d.tags.store.Tags(ctx)
 	})
 	d.ctl.Handle("POST", "find", func(ctx context.Context, body []byte) (any, error) {
-		var req control.FindRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return nil, control.BadRequest{Err: err}
-		}
-		e, err := graph.Parse(req.Expr)
+		_, e, err := control.DecodeFind(body)
 		if err != nil {
-			return nil, control.BadRequest{Err: err}
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -195,12 +191,9 @@ func (d *Daemon) registerTagControl() {
 		return d.found(ctx, files, nil), nil
 	})
 	d.ctl.Handle("POST", "related", func(ctx context.Context, body []byte) (any, error) {
-		var req control.RelatedRequest
-		if err := json.Unmarshal(body, &req); err != nil {
-			return nil, control.BadRequest{Err: err}
-		}
-		if req.Limit <= 0 {
-			req.Limit = 20
+		req, err := control.DecodeRelated(body)
+		if err != nil {
+			return nil, err
 		}
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
