@@ -607,12 +607,16 @@ func BenchmarkScrape(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	// Measure the steady state: nothing left for the index.
+	// Measure the steady state: nothing left for the index, and (with the
+	// whole-file cache on) the files read above cached.
 	var text string
+	var cached float64
 	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(time.Second) {
 		text, _ = scrape(b, addr)
 		mfs := parseMetrics(b, text)
-		if p, _ := metricSum(mfs, "disgrafs_tagger_index_pending", nil); p == 0 {
+		cached, _ = metricSum(mfs, "disgrafs_cache_files", nil)
+		p, _ := metricSum(mfs, "disgrafs_tagger_index_pending", nil)
+		if p == 0 && (cached >= float64(files) || time.Now().After(deadline)) {
 			break
 		} else if time.Now().After(deadline) {
 			b.Fatalf("%v index changes still pending", p)
@@ -630,6 +634,7 @@ func BenchmarkScrape(b *testing.B) {
 	b.ReportMetric(float64(series), "series")
 	b.ReportMetric(float64(len(text)), "bytes/scrape")
 	b.ReportMetric(float64(files), "files")
+	b.ReportMetric(cached, "cached-files")
 }
 
 func freePortB(b *testing.B) int {
