@@ -610,16 +610,24 @@ func BenchmarkScrape(b *testing.B) {
 	// Measure the steady state: nothing left for the index, and (with the
 	// whole-file cache on) the files read above cached.
 	var text string
-	var cached float64
+	var cached, last float64
+	steady := 0
 	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(time.Second) {
 		text, _ = scrape(b, addr)
 		mfs := parseMetrics(b, text)
 		cached, _ = metricSum(mfs, "disgrafs_cache_files", nil)
 		p, _ := metricSum(mfs, "disgrafs_tagger_index_pending", nil)
-		if p == 0 && (cached >= float64(files) || time.Now().After(deadline)) {
+		if cached == last {
+			steady++
+		} else {
+			steady = 0
+		}
+		last = cached
+		if p == 0 && (cached >= float64(files) || steady >= 3) {
 			break
-		} else if time.Now().After(deadline) {
-			b.Fatalf("%v index changes still pending", p)
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("no steady state after 10 minutes: %v index changes pending, %v files cached", p, cached)
 		}
 	}
 	series := 0
