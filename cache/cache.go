@@ -536,6 +536,7 @@ func (c *Cache) reserve(n int64) error {
 			break
 		}
 		e := back.Value.(*entry)
+		c.log.Debug("evicting", "ino", e.ino, "bytes", e.size, "idle", time.Duration(time.Now().UnixNano()-e.lastUse))
 		need -= e.size
 		evicted = append(evicted, e.ino)
 		c.removeLocked(e)
@@ -753,10 +754,10 @@ func (c *Cache) Run(ctx context.Context) {
 
 // Stats describes the cache.
 type Stats struct {
-	Dir       string `json:"dir"`
-	Files     int    `json:"files"`
-	Bytes     int64  `json:"bytes"`
-	Capacity  int64  `json:"capacity"`
+	Dir       string  `json:"dir"`
+	Files     int     `json:"files"`
+	Bytes     int64   `json:"bytes"`
+	Capacity  int64   `json:"capacity"`
 	FreeRatio float64 `json:"free_ratio"`
 }
 

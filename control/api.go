@@ -32,10 +32,11 @@ type Status struct {
 	// FUSE is what the mount served lately: request rates and latencies.
 	FUSE *FUSEInfo `json:"fuse,omitempty"`
 	// Sections are the parts that subsystems add for themselves, in the
-	// order they registered; SectionPrealloc and SectionBPF are the names
-	// reserved for preallocation and eBPF. A subsystem that is off or not
-	// built adds none.
+	// order they registered (SectionPrealloc is reserved for
+	// preallocation; the cache and eBPF have typed parts above). A subsystem
+	// that is off or not built adds none.
 	Sections []Section `json:"sections,omitempty"`
+	BPF      *BPFInfo  `json:"bpf,omitempty"`
 }
 
 // CacheInfo is the whole-file cache part of the status.
@@ -71,11 +72,10 @@ type WarmupInfo struct {
 	Progress  cache.Progress `json:"progress"`
 }
 
-// Reserved section names (Status.Sections). The whole-file cache has its
-// own typed part (Status.Cache).
+// Reserved section names (Status.Sections). The whole-file cache and eBPF
+// have their own typed parts (Status.Cache, Status.BPF).
 const (
 	SectionPrealloc = "prealloc" // preallocated inodes and chunks
-	SectionBPF      = "bpf"      // eBPF tracing of the mount's readers
 )
 
 // Section is one subsystem's part of the status.
@@ -107,6 +107,27 @@ type OpRate struct {
 	PerSecond    float64 `json:"per_second"`
 	AvgLatencyMs float64 `json:"avg_latency_ms"`
 	Total        uint64  `json:"total"`
+}
+
+// BPFInfo is the eBPF read accounting part of the status.
+type BPFInfo struct {
+	Mode    string `json:"mode"` // off, auto or on
+	Enabled bool   `json:"enabled"`
+	// Reason says why it is not enabled.
+	Reason string `json:"reason,omitempty"`
+	// Error is the last drain error, if the last drain failed.
+	Error     string `json:"error,omitempty"`
+	ReadCalls uint64 `json:"read_calls"`
+	ReadBytes struct {
+		Passthrough uint64 `json:"passthrough"`
+		PageCache   uint64 `json:"page_cache"`
+		Daemon      uint64 `json:"daemon"`
+	} `json:"read_bytes"`
+	OpenEvents uint64 `json:"open_events"`
+	// Lost counts reads and events the kernel side had to drop (full maps).
+	Lost uint64 `json:"lost"`
+	// ProgramIDs are the kernel ids of the attached programs.
+	ProgramIDs []uint32 `json:"program_ids,omitempty"`
 }
 
 // TagInfo is the tags part of the status.
@@ -152,4 +173,39 @@ type UnmountRequest struct {
 	// Lazy detaches the mount even while files are open; the daemon serves
 	// them until they are closed, then exits.
 	Lazy bool `json:"lazy"`
+}
+
+// BPFTop is the reply of GET /v1/bpf/top: what the last eBPF drain interval saw.
+type BPFTop struct {
+	Enabled  bool    `json:"enabled"`
+	Reason   string  `json:"reason,omitempty"`
+	Interval float64 `json:"interval_seconds"` // length of the interval below
+	// Bytes applications read in the interval, by source.
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+	ReadCalls   uint64 `json:"read_calls"`
+	Opens       uint64 `json:"opens"`
+	// Files by bytes read in the interval, hottest first.
+	Files []BPFFile `json:"files"`
+	// FUSE requests in the interval, by opcode.
+	Fuse []BPFFuseOp `json:"fuse"`
+}
+
+// BPFFile is one file of BPFTop.
+type BPFFile struct {
+	Ino         uint64 `json:"ino"`
+	Path        string `json:"path,omitempty"`
+	Calls       uint64 `json:"calls"`
+	Passthrough uint64 `json:"passthrough_bytes"`
+	PageCache   uint64 `json:"page_cache_bytes"`
+	Daemon      uint64 `json:"daemon_bytes"`
+}
+
+// BPFFuseOp is one opcode of BPFTop.
+type BPFFuseOp struct {
+	Op      string  `json:"op"`
+	Count   uint64  `json:"count"`
+	Errors  uint64  `json:"errors"`
+	AvgSecs float64 `json:"avg_seconds"`
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/juicedata/juicefs/pkg/meta"
 
+	"github.com/disgrafs/disgrafs/bpf"
 	"github.com/disgrafs/disgrafs/cache"
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
@@ -454,4 +455,21 @@ func (d *Daemon) warmupSet(ctx context.Context, req control.WarmupRequest) ([]ui
 	inos = append(inos, req.Inos...)
 	slices.Sort(inos)
 	return slices.Compact(inos), what, nil
+}
+
+// feedCacheFromBPF gives the cache the recency of reads the daemon never sees
+// (passthrough and the page cache): a file read through a long-lived open
+// stays hot although it was opened once. Without eBPF, opens count.
+func (d *Daemon) feedCacheFromBPF() {
+	if d.cache == nil {
+		return
+	}
+	c := d.cache.c
+	d.AddBPFSink(func(dr bpf.Drained) {
+		for _, in := range dr.Inodes {
+			if sp := in.Split(); sp.Passthrough > 0 || sp.PageCache > 0 {
+				c.Touch(in.Ino)
+			}
+		}
+	})
 }

@@ -48,6 +48,7 @@ type Config struct {
 	FuseDevice      string // /dev/fuse unless a test says otherwise
 	Tags            TagsConfig
 	Cache           CacheConfig
+	BPF             string // --bpf: off, auto (default) or on
 }
 
 // Daemon is a running mount.
@@ -65,6 +66,7 @@ type Daemon struct {
 	started time.Time
 	tags    *tagState
 	cache   *cacheState
+	bpf     *bpfState
 	bg      context.Context
 	stopBg  context.CancelFunc
 	obs     observer
@@ -208,6 +210,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.runCache()
 
+	if err := d.startBPF(ctx); err != nil {
+		return nil, err
+	}
+	cleanups = append(cleanups, d.stopBPF)
+	d.feedCacheFromBPF()
+
 	if cfg.MetricsAddr != "" {
 		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
 		if err != nil {
@@ -275,6 +283,9 @@ func (d *Daemon) registerControl() {
 	d.ctl.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
 		return d.Status(), nil
 	})
+	d.ctl.Handle("GET", "bpf/top", func(ctx context.Context, _ []byte) (any, error) {
+		return d.bpfTop(), nil
+	})
 	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
 		req, err := control.DecodeUnmount(body)
 		if err != nil {
@@ -317,6 +328,7 @@ func (d *Daemon) Status() control.Status {
 		Instance:    d.reg.Labels[metrics.LabelInstance],
 		FUSE:        d.fuseInfo(),
 		Sections:    d.statusSections(context.Background()),
+		BPF:         d.bpfInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -411,6 +423,7 @@ func (d *Daemon) shutdown() error {
 			d.log.Warn("saving co-access edges", "error", err)
 		}
 	}
+	d.stopBPF()
 	d.stopBg()
 	d.stopCache()
 	err := d.vol.Close()

@@ -33,7 +33,7 @@ type statusSection struct {
 const rateWindow = 10 * time.Second
 
 // AddStatusSection adds a subsystem's part to 'disgrafs status' (use the
-// names control.SectionPrealloc, SectionBPF). fn is called for
+// name control.SectionPrealloc for preallocation). fn is called for
 // every status request and must not block for long.
 func (d *Daemon) AddStatusSection(name, title string, fn func() (lines []string, data any)) {
 	d.obs.mu.Lock()

@@ -45,6 +45,15 @@ fi
 ln -sfn "bench-$stamp.md" bench-results/latest.md
 echo "bench: results in $out (progress log $log)" >&2
 
+# eBPF read accounting: the warm small-file loop with the programs attached,
+# with empty programs on the syscall tracepoints, and with none (interleaved).
+if [ "${BENCH_BPF:-1}" = 1 ]; then
+  go build -o bin/bpfbench ./bench/bpfbench
+  "${sudo[@]}" bin/bpfbench -disgrafs bin/disgrafs -workdir "$workdir/bpf" -files "${BPFBENCH_FILES:-20000}" \
+    -passes "${BPFBENCH_PASSES:-10}" -out "bench-results/bpf-$stamp.md"
+  echo "bench: eBPF overhead in bench-results/bpf-$stamp.md" >&2
+fi
+
 # Tags: listing and walking a 100,000-file tag directory, tagging, related
 # queries; bbolt at full size, the Bolt server (NornicDB) at a size it can take.
 if [ "${BENCH_TAGS:-1}" = 1 ]; then

@@ -16,6 +16,7 @@ need gcc gcc
 need curl curl
 need promtool prometheus
 need prometheus prometheus
+need bpftool bpftool
 if [ ${#want[@]} -gt 0 ]; then
   echo "installing: ${want[*]}"
   export DEBIAN_FRONTEND=noninteractive

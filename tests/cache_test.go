@@ -519,3 +519,61 @@ func TestCachePassthroughUnavailable(t *testing.T) {
 		t.Fatalf("status does not say passthrough is unavailable:\n%s", out)
 	}
 }
+
+// TestBPFKeepsHotFilesCached: a cached file read through one long-lived
+// passthrough open is never seen by the daemon after its open; eBPF's read
+// accounting keeps it recent while other files churn the cache, and without
+// eBPF the churn evicts it.
+func TestBPFKeepsHotFilesCached(t *testing.T) {
+	needRoot(t)
+	for _, c := range []struct {
+		bpf      string
+		survives bool
+	}{{"on", true}, {"off", false}} {
+		t.Run("bpf="+c.bpf, func(t *testing.T) {
+			m := startMount(t, MountOpts{Extra: []string{"-v", "--bpf", c.bpf, "--cache-size", "3M",
+				"--passthrough-min", "0", "--passthrough-min-age", "0", "--prefetch-width", "1"}})
+			hot := m.Path("hot")
+			want := bytes.Repeat([]byte("hot!"), 256<<10) // 1 MiB
+			if err := os.WriteFile(hot, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			warmup(t, hot)
+			f, err := os.Open(hot)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			others := dataset(t, m.Path("others"), "", 24, 1, 7) // rewritten below
+			buf := make([]byte, len(want))
+			i := 0
+			for p := range others {
+				if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 400<<10), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				i++
+			}
+			names := make([]string, 0, len(others))
+			for p := range others {
+				names = append(names, p)
+			}
+			for round := 0; round < 12; round++ {
+				if _, err := f.ReadAt(buf, 0); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(1100 * time.Millisecond) // one eBPF drain
+				for _, p := range names[2*round : 2*round+2] {
+					if _, err := os.ReadFile(p); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			time.Sleep(2 * time.Second) // the last read-through copies land
+			out := warmup(t, "--check", hot)
+			cached := strings.Contains(out, "cached: 1 of 1 files")
+			if cached != c.survives {
+				t.Fatalf("--bpf=%s: hot file still cached = %v, want %v (%s)\n%s", c.bpf, cached, c.survives, strings.TrimSpace(out), m.Log())
+			}
+		})
+	}
+}

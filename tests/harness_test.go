@@ -125,6 +125,7 @@ type Mount struct {
 	DataDir string
 	Args    []string
 	Env     []string
+	Wrapper []string
 	cmd     *exec.Cmd
 	log     *lockedBuffer
 	exited  chan struct{}
@@ -155,6 +156,8 @@ type MountOpts struct {
 	Meta    string   // shared volume URL; empty mounts the embedded volume
 	Extra   []string // more flags
 	Env     []string // more environment variables (secrets)
+	// Wrapper runs the daemon through a command: Wrapper... DISGRAFS_BIN args...
+	Wrapper []string
 }
 
 // startMount starts a foreground daemon and waits until it serves. The mount is
@@ -186,7 +189,7 @@ func tryMount(t testing.TB, o MountOpts) (*Mount, error) {
 	}
 	args = append(args, o.Extra...)
 	args = append(args, o.Dir)
-	m := &Mount{t: t, Dir: o.Dir, DataDir: o.DataDir, Args: args, Env: o.Env, log: &lockedBuffer{}, exited: make(chan struct{})}
+	m := &Mount{t: t, Dir: o.Dir, DataDir: o.DataDir, Args: args, Env: o.Env, Wrapper: o.Wrapper, log: &lockedBuffer{}, exited: make(chan struct{})}
 	if err := m.start(); err != nil {
 		return nil, err
 	}
@@ -196,7 +199,11 @@ func tryMount(t testing.TB, o MountOpts) (*Mount, error) {
 
 func (m *Mount) start() error {
 	m.exited = make(chan struct{})
-	m.cmd = exec.Command(binary(m.t), m.Args...)
+	name, args := binary(m.t), m.Args
+	if len(m.Wrapper) > 0 {
+		name, args = m.Wrapper[0], append(append(append([]string{}, m.Wrapper[1:]...), name), args...)
+	}
+	m.cmd = exec.Command(name, args...)
 	m.cmd.Env = append(testEnv(), m.Env...)
 	pr, pw := io.Pipe()
 	m.cmd.Stdout = m.log

@@ -227,6 +227,21 @@ func printStatus(w io.Writer, s control.Status) {
 	} else {
 		fmt.Fprintf(tw, "Tag index:\toff\n")
 	}
+	if b := s.BPF; b != nil {
+		if b.Enabled {
+			fmt.Fprintf(tw, "eBPF:\ton (--bpf=%s); %d reads: %s passthrough, %s page cache, %s daemon; %d opens",
+				b.Mode, b.ReadCalls, humanize.IBytes(b.ReadBytes.Passthrough), humanize.IBytes(b.ReadBytes.PageCache), humanize.IBytes(b.ReadBytes.Daemon), b.OpenEvents)
+			if b.Lost > 0 {
+				fmt.Fprintf(tw, ", %d lost", b.Lost)
+			}
+			if b.Error != "" {
+				fmt.Fprintf(tw, "; last drain failed: %s", b.Error)
+			}
+			fmt.Fprintln(tw)
+		} else {
+			fmt.Fprintf(tw, "eBPF:\toff (--bpf=%s): %s\n", b.Mode, b.Reason)
+		}
+	}
 
 	// FUSE traffic.
 	names := make([]string, 0, len(s.Ops))
@@ -256,7 +271,6 @@ func printStatus(w io.Writer, s control.Status) {
 			fmt.Fprintf(tw, "Recent ops:\t%.1f/s over the last %.0f s (%s)\n", f.OpsPerSecond, f.Window, strings.Join(rates, ", "))
 		}
 	}
-	section(control.SectionBPF)
 
 	// Anything else a subsystem added, in its order.
 	for _, sec := range s.Sections {

@@ -70,7 +70,7 @@ META_PASSWORD, SECRET_KEY or the config file, never on the command line.`,
 		return config.Apply(cmd.Flags(), f)
 	}
 	root.AddCommand(newMount(g), newWarmup(), newFormat(g), newUmount(), newStatus(), newVersion(),
-		newTag(), newTags(), newFind(), newRelated(), newReindex(), newStats())
+		newTag(), newTags(), newFind(), newRelated(), newReindex(), newStats(), newTop())
 	return root
 }
 

@@ -63,6 +63,8 @@ type mountFlags struct {
 	autoDirs, autoKeywords int
 	tagger                 string
 	taggerTimeout          time.Duration
+
+	bpf string
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -116,6 +118,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.IntVar(&f.autoKeywords, "auto-tag-keywords", 3, "how many top keywords of a text file become kw:WORD tags (0: none)")
 	fl.StringVar(&f.tagger, "tagger", "", "external tagger: a command run with a written file's path that prints tags (one per line or comma separated)")
 	fl.DurationVar(&f.taggerTimeout, "tagger-timeout", 10*time.Second, "how long the external tagger may run per file")
+	fl.StringVar(&f.bpf, "bpf", daemon.BPFAuto, "eBPF read accounting (reads through passthrough and the page cache, FUSE latency): off, auto (use it when the kernel allows) or on (fail the mount without it)")
 	return cmd
 }
 
@@ -211,6 +214,12 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 			Enabled: true, Graph: f.graph, GraphUser: f.graphUser, GraphPassword: os.Getenv("DISGRAFS_GRAPH_PASSWORD"),
 			TagsDir: f.tagsDir, QueryDir: f.queryDir, Auto: f.autoTag, AutoOptions: ao, Timeout: 5 * time.Second,
 		}
+	}
+	switch f.bpf {
+	case daemon.BPFOff, daemon.BPFAuto, daemon.BPFOn:
+		cfg.BPF = f.bpf
+	default:
+		return cfg, fmt.Errorf("--bpf %q: must be off, auto or on", f.bpf)
 	}
 	if f.metrics != "off" && f.metrics != "" {
 		cfg.MetricsAddr = f.metrics

@@ -1,0 +1,322 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/juicedata/juicefs/pkg/meta"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
+
+	"github.com/disgrafs/disgrafs/bpf"
+	"github.com/disgrafs/disgrafs/control"
+)
+
+// BPF modes of --bpf.
+const (
+	BPFOff  = "off"
+	BPFAuto = "auto" // load if possible, run without it otherwise
+	BPFOn   = "on"   // fail the mount when it cannot load
+)
+
+// bpfDrainInterval is how often the kernel counters are read. Nothing wakes
+// the daemon in between, whatever the read rate.
+const bpfDrainInterval = time.Second
+
+// bpfState is the daemon's eBPF read accounting: the tracer when it loaded,
+// the reason when not, and the metrics fed from it.
+type bpfState struct {
+	mode   string
+	reason string // why it is off; empty when on
+	tracer bpf.Source
+
+	enabled   prometheus.Gauge
+	readBytes *prometheus.CounterVec
+	readCalls *prometheus.CounterVec
+	opens     prometheus.Counter
+	fuse      *fuseCollector
+
+	mu       sync.Mutex
+	sinks    []func(bpf.Drained)
+	totals   control.BPFInfo // cumulative, for status
+	lastErr  string
+	last     control.BPFTop // the last interval, for top
+	lastAt   time.Time
+	prevFuse map[uint32]bpf.FuseOp
+
+	stop context.CancelFunc
+	done chan struct{}
+}
+
+// startBPF loads the read accounting for the mount according to the --bpf
+// mode and starts draining it. It fails only in mode "on".
+func (d *Daemon) startBPF(ctx context.Context) error {
+	mode := d.cfg.BPF
+	if mode == "" {
+		mode = BPFAuto
+	}
+	s := &bpfState{
+		mode: mode,
+		enabled: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bpf_enabled", Help: "1 when eBPF read accounting runs on this mount, 0 when it is off or could not load (see 'disgrafs status').",
+		}),
+		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "read_bytes_total", Help: "Bytes applications read from the mount, by source: passthrough (backing file), page_cache, daemon (FUSE READ). From eBPF.",
+		}, []string{"source"}),
+		readCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "read_calls_total", Help: "Read system calls on the mount's files, by class: passthrough, cached, direct. From eBPF.",
+		}, []string{"class"}),
+		opens: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bpf_open_events_total", Help: "Opens of files on the mount seen by eBPF.",
+		}),
+		fuse: &fuseCollector{desc: prometheus.NewDesc("fuse_request_duration_seconds",
+			"Time from the kernel queueing a FUSE request of this mount to its reply, by opcode. From eBPF.", []string{"opcode"}, nil)},
+	}
+	d.bpf = s
+	for _, c := range []prometheus.Collector{s.enabled, s.readBytes, s.readCalls, s.opens, s.fuse} {
+		if err := d.reg.DisGraFS.Register(c); err != nil {
+			return fmt.Errorf("bpf metrics: %w", err)
+		}
+	}
+	if mode == BPFOff {
+		s.reason = "turned off (--bpf=off)"
+		return nil
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(d.cfg.Mountpoint, &st); err != nil {
+		return fmt.Errorf("stat the mountpoint for eBPF: %w", err)
+	}
+	tr, err := bpf.Load(ctx, bpf.Options{Dev: st.Dev})
+	if err != nil {
+		if mode == BPFOn {
+			return fmt.Errorf("--bpf=on: %w", err)
+		}
+		s.reason = err.Error()
+		d.log.Warn("eBPF read accounting unavailable, running without it (the daemon counts the opens it serves)", "reason", s.reason)
+		return nil
+	}
+	s.tracer = tr
+	s.enabled.Set(1)
+	bctx, cancel := context.WithCancel(context.Background())
+	s.stop, s.done = cancel, make(chan struct{})
+	go s.loop(bctx, d)
+	d.log.Info("eBPF read accounting on", "dev", fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	return nil
+}
+
+// AddBPFSink registers a consumer of every drain (cache recency, the
+// co-access learner of the prefetcher). It runs on the drain goroutine, once
+// per interval, and must not block. Nothing is called when eBPF is off.
+func (d *Daemon) AddBPFSink(f func(bpf.Drained)) {
+	if d.bpf == nil {
+		return
+	}
+	d.bpf.mu.Lock()
+	d.bpf.sinks = append(d.bpf.sinks, f)
+	d.bpf.mu.Unlock()
+}
+
+func (s *bpfState) loop(ctx context.Context, d *Daemon) {
+	defer close(s.done)
+	t := time.NewTicker(bpfDrainInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.drain(d) // what happened since the last tick
+			return
+		case <-t.C:
+			s.drain(d)
+		}
+	}
+}
+
+func (s *bpfState) drain(d *Daemon) {
+	dr, err := s.tracer.Drain()
+	if err != nil {
+		s.mu.Lock()
+		first := s.lastErr == ""
+		s.lastErr = err.Error()
+		s.mu.Unlock()
+		if first {
+			d.log.Warn("eBPF drain failed", "error", err)
+		}
+		return
+	}
+	var sum bpf.Split
+	var calls [3]uint64
+	for _, in := range dr.Inodes {
+		sp := in.Split()
+		sum.Passthrough += sp.Passthrough
+		sum.PageCache += sp.PageCache
+		sum.Daemon += sp.Daemon
+		for c := range calls {
+			calls[c] += in.Calls[c]
+		}
+	}
+	s.readBytes.WithLabelValues("passthrough").Add(float64(sum.Passthrough))
+	s.readBytes.WithLabelValues("page_cache").Add(float64(sum.PageCache))
+	s.readBytes.WithLabelValues("daemon").Add(float64(sum.Daemon))
+	for c, n := range calls {
+		s.readCalls.WithLabelValues(bpf.Class(c).String()).Add(float64(n))
+	}
+	s.opens.Add(float64(len(dr.Opens)))
+	s.fuse.set(dr.Fuse)
+
+	top := s.topOf(dr, sum, calls)
+	s.mu.Lock()
+	s.last = top
+	s.totals.ReadBytes.Passthrough += sum.Passthrough
+	s.totals.ReadBytes.PageCache += sum.PageCache
+	s.totals.ReadBytes.Daemon += sum.Daemon
+	s.totals.ReadCalls += calls[0] + calls[1] + calls[2]
+	s.totals.OpenEvents += uint64(len(dr.Opens))
+	s.totals.Lost = dr.Lost.InodesFull + dr.Lost.OpenEvents + dr.Lost.PendingReads + dr.Lost.FuseRequests
+	s.lastErr = ""
+	sinks := s.sinks
+	s.mu.Unlock()
+	for _, f := range sinks {
+		f(dr)
+	}
+}
+
+// topFiles is how many files GET bpf/top lists.
+const topFiles = 20
+
+// topOf summarises one drain for 'disgrafs top'. Paths are resolved when asked.
+func (s *bpfState) topOf(dr bpf.Drained, sum bpf.Split, calls [3]uint64) control.BPFTop {
+	now := time.Now()
+	t := control.BPFTop{
+		Enabled: true, Passthrough: sum.Passthrough, PageCache: sum.PageCache, Daemon: sum.Daemon,
+		ReadCalls: calls[0] + calls[1] + calls[2], Opens: uint64(len(dr.Opens)),
+	}
+	if !s.lastAt.IsZero() {
+		t.Interval = now.Sub(s.lastAt).Seconds()
+	}
+	s.lastAt = now
+	for _, in := range dr.Inodes {
+		sp := in.Split()
+		if in.ReadCalls() == 0 {
+			continue
+		}
+		t.Files = append(t.Files, control.BPFFile{Ino: in.Ino, Calls: in.ReadCalls(), Passthrough: sp.Passthrough, PageCache: sp.PageCache, Daemon: sp.Daemon})
+	}
+	bytesOf := func(f control.BPFFile) uint64 { return f.Passthrough + f.PageCache + f.Daemon }
+	sort.Slice(t.Files, func(i, j int) bool { return bytesOf(t.Files[i]) > bytesOf(t.Files[j]) })
+	if len(t.Files) > topFiles {
+		t.Files = t.Files[:topFiles]
+	}
+	cur := make(map[uint32]bpf.FuseOp, len(dr.Fuse))
+	for _, op := range dr.Fuse {
+		cur[op.Opcode] = op
+		prev := s.prevFuse[op.Opcode]
+		n := op.Count - prev.Count
+		if n == 0 {
+			continue
+		}
+		t.Fuse = append(t.Fuse, control.BPFFuseOp{Op: op.Name, Count: n, Errors: op.Errors - prev.Errors,
+			AvgSecs: (op.Sum - prev.Sum).Seconds() / float64(n)})
+	}
+	s.prevFuse = cur
+	sort.Slice(t.Fuse, func(i, j int) bool { return t.Fuse[i].Count > t.Fuse[j].Count })
+	return t
+}
+
+// bpfTop is the reply of GET bpf/top, with the files' paths.
+func (d *Daemon) bpfTop() control.BPFTop {
+	s := d.bpf
+	if s == nil {
+		return control.BPFTop{Reason: "not started"}
+	}
+	s.mu.Lock()
+	t := s.last
+	t.Files = append([]control.BPFFile(nil), t.Files...)
+	t.Enabled = s.tracer != nil
+	t.Reason = s.reason
+	s.mu.Unlock()
+	for i := range t.Files {
+		if paths := d.vol.VFS.Meta.GetPaths(meta.Background(), meta.Ino(t.Files[i].Ino)); len(paths) > 0 {
+			t.Files[i].Path = paths[0]
+		}
+	}
+	return t
+}
+
+// stopBPF drains one last time and detaches everything.
+func (d *Daemon) stopBPF() {
+	s := d.bpf
+	if s == nil || s.tracer == nil {
+		return
+	}
+	if s.stop != nil {
+		s.stop()
+		<-s.done
+		s.stop = nil
+	}
+	if err := s.tracer.Close(); err != nil {
+		d.log.Warn("detaching eBPF programs", "error", err)
+	}
+	s.enabled.Set(0)
+	s.mu.Lock()
+	s.reason = "stopped"
+	s.tracer = nil
+	s.mu.Unlock()
+}
+
+// bpfInfo is the eBPF part of the status.
+func (d *Daemon) bpfInfo() *control.BPFInfo {
+	s := d.bpf
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	info := s.totals
+	info.Mode = s.mode
+	info.Enabled = s.tracer != nil
+	info.Reason = s.reason
+	info.Error = s.lastErr
+	if s.tracer != nil {
+		info.ProgramIDs = s.tracer.ProgramIDs()
+	}
+	return &info
+}
+
+// fuseCollector exports the cumulative FUSE latency histograms of the last drain.
+type fuseCollector struct {
+	desc *prometheus.Desc
+	mu   sync.Mutex
+	ops  []bpf.FuseOp
+}
+
+func (c *fuseCollector) set(ops []bpf.FuseOp) {
+	c.mu.Lock()
+	c.ops = ops
+	c.mu.Unlock()
+}
+
+func (c *fuseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *fuseCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	ops := c.ops
+	c.mu.Unlock()
+	for _, op := range ops {
+		buckets := make(map[float64]uint64, bpf.LatencyBuckets-1)
+		var cum uint64
+		for b := 0; b < bpf.LatencyBuckets-1; b++ {
+			cum += op.Buckets[b]
+			buckets[bpf.BucketBound(b).Seconds()] = cum
+		}
+		m, err := prometheus.NewConstHistogram(c.desc, op.Count, op.Sum.Seconds(), buckets, op.Name)
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.desc, err)
+			continue
+		}
+		ch <- m
+	}
+}
