@@ -99,6 +99,15 @@ ts("Warmup files/s and running warmups per node", [(f'sum by (instance, mp) (rat
 ts("Co-access edges/s (summed)", [(f'sum(rate(disgrafs_coaccess_edges_total{{{SEL}}}[{R}]))',"edges")], "ops")
 endrow()
 
+row("eBPF read accounting")
+ts("Bytes read by source (summed)", [(f'sum by (source) (rate(disgrafs_read_bytes_total{{{SEL}}}[{R}]))',"{{source}}")], "Bps", desc="What applications read, by where it came from: passthrough (the cached copy), page_cache, daemon (FUSE READ). Needs --bpf.", stack=True)
+ts("Bytes read by source per node", [(f'sum by (instance, mp, source) (rate(disgrafs_read_bytes_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} {{source}}")], "Bps")
+ts("Read calls/s by class (summed)", [(f'sum by (class) (rate(disgrafs_read_calls_total{{{SEL}}}[{R}]))',"{{class}}")], "ops")
+ts("FUSE request latency p99 by opcode (kernel view)", [(f'histogram_quantile(0.99, sum by (opcode, le) (rate(disgrafs_fuse_request_duration_seconds_bucket{{{SEL}}}[{R}])))',"{{opcode}}")], "s", desc="From the kernel queueing a request to its reply, measured by eBPF.")
+ts("eBPF on per node", [(f'min by (instance, mp) (disgrafs_bpf_enabled{{{SEL}}})',"{{instance}} {{mp}}")], "short", desc="1 when eBPF read accounting runs; see 'disgrafs status' for why not.")
+ts("Opens seen by eBPF/s per node", [(f'sum by (instance, mp) (rate(disgrafs_bpf_open_events_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}}")], "ops")
+endrow()
+
 row("Graph index")
 ts("Graph available per node", [(f'min by (instance, mp, backend) (disgrafs_graph_available{{{SEL}}})',"{{instance}} {{mp}} {{backend}}")], "short", desc="1 while the graph store answers.")
 ts("Graph calls/s by operation (summed)", [(f'sum by (backend, op) (rate(disgrafs_graph_query_duration_seconds_count{{{SEL}}}[{R}])) > 0',"{{backend}} {{op}}")], "ops")
@@ -126,7 +135,7 @@ def var(name,label,query,multi=True):
             "refresh":2,"multi":multi,"includeAll":True,"allValue":".*","current":{"selected":True,"text":["All"],"value":["$__all"]},"sort":1,"hide":0,"regex":"","options":[]}
 dash={
  "__inputs":[],
- "title":"DisGraFS","uid":"disgrafs-nodes","description":"DisGraFS mounts on every node: FUSE, whole-file cache, prefetch and warmup, JuiceFS, graph index, tagger, daemon. Scrape config: deploy/prometheus/.",
+ "title":"DisGraFS","uid":"disgrafs-nodes","description":"DisGraFS mounts on every node: FUSE, whole-file cache, prefetch and warmup, eBPF reads, JuiceFS, graph index, tagger, daemon. Scrape config: deploy/prometheus/.",
  "tags":["disgrafs","juicefs","storage"],"timezone":"browser","schemaVersion":39,"version":1,"editable":True,
  "time":{"from":"now-1h","to":"now"},"refresh":"10s","graphTooltip":1,
  "templating":{"list":[
