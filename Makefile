@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/disgrafs/disgrafs/version.Version=$(VERSION)
 export CGO_ENABLED := 1
 
-.PHONY: build test test-unit test-integration bench generate lint clean
+.PHONY: build test test-unit test-integration bench bench-prealloc generate lint clean
 
 build:
 	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/disgrafs
@@ -25,6 +25,12 @@ test-integration: build
 
 bench: build
 	scripts/bench.sh
+
+# The seed's file switch with create pre-allocation, Redis behind toxiproxy
+# (REDIS=host:port of a Redis whose databases 1-15 may be flushed).
+bench-prealloc: build
+	scripts/build-juicefs-peer.sh /var/tmp/bench/juicefs
+	$(GO) run ./bench/preallocbench -disgrafs $(BIN) -juicefs /var/tmp/bench/juicefs -redis $(REDIS)
 
 generate:
 	$(GO) generate ./...

@@ -11,9 +11,9 @@ import (
 
 // Neighbours proposes files worth prefetching after one was opened, best
 // first (the graph: shared tags, co-access, the next files of its tags and
-// directory in name order).
+// directory in name order), leaving out those skip says are cached or queued.
 type Neighbours interface {
-	Neighbours(ctx context.Context, ino uint64, limit int) ([]uint64, error)
+	Neighbours(ctx context.Context, ino uint64, limit int, skip func(uint64) bool) ([]uint64, error)
 }
 
 // PrefetchConfig bounds the prefetcher.
@@ -210,7 +210,7 @@ func (p *Prefetcher) expander(ctx context.Context) {
 			return
 		case j := <-p.expand:
 			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			inos, err := p.nb.Neighbours(qctx, j.ino, p.cfg.Width)
+			inos, err := p.nb.Neighbours(qctx, j.ino, p.cfg.Width, p.skip)
 			cancel()
 			if err != nil {
 				p.log.Debug("prefetch: finding related files", "ino", j.ino, "error", err)
@@ -309,6 +309,16 @@ func (p *Prefetcher) fetch(ctx context.Context, j *job) {
 		default:
 		}
 	}
+}
+
+// skip reports whether a file needs no prefetch: cached or already queued.
+func (p *Prefetcher) skip(ino uint64) bool {
+	if p.cache.Contains(ino) {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.queued[ino] != nil
 }
 
 // QueueLen is the number of queued files.

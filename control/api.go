@@ -32,11 +32,12 @@ type Status struct {
 	// FUSE is what the mount served lately: request rates and latencies.
 	FUSE *FUSEInfo `json:"fuse,omitempty"`
 	// Sections are the parts that subsystems add for themselves, in the
-	// order they registered (SectionPrealloc is reserved for
-	// preallocation; the cache and eBPF have typed parts above). A subsystem
-	// that is off or not built adds none.
-	Sections []Section `json:"sections,omitempty"`
-	BPF      *BPFInfo  `json:"bpf,omitempty"`
+	// order they registered. The cache, eBPF and preallocation have typed
+	// parts (Cache, BPF, Prealloc); a new subsystem can start with a section.
+	// A subsystem that is off or not built adds none.
+	Sections []Section     `json:"sections,omitempty"`
+	BPF      *BPFInfo      `json:"bpf,omitempty"`
+	Prealloc *PreallocInfo `json:"prealloc,omitempty"`
 }
 
 // CacheInfo is the whole-file cache part of the status.
@@ -71,12 +72,6 @@ type WarmupInfo struct {
 	StartedAt time.Time      `json:"started_at"`
 	Progress  cache.Progress `json:"progress"`
 }
-
-// Reserved section names (Status.Sections). The whole-file cache and eBPF
-// have their own typed parts (Status.Cache, Status.BPF).
-const (
-	SectionPrealloc = "prealloc" // preallocated inodes and chunks
-)
 
 // Section is one subsystem's part of the status.
 type Section struct {
@@ -128,6 +123,34 @@ type BPFInfo struct {
 	Lost uint64 `json:"lost"`
 	// ProgramIDs are the kernel ids of the attached programs.
 	ProgramIDs []uint32 `json:"program_ids,omitempty"`
+}
+
+// PreallocInfo is the pre-allocation part of the status.
+type PreallocInfo struct {
+	Node          string            `json:"node"`
+	Journal       string            `json:"journal"`
+	PoolSize      int               `json:"pool_size"`
+	PoolFiles     int               `json:"pool_files"`
+	PoolByDir     map[string]int    `json:"pool_files_by_dir"`
+	Hits          uint64            `json:"hits"`
+	Misses        uint64            `json:"misses"`
+	Pending       int               `json:"pending_renames"`
+	Landed        uint64            `json:"renames_landed"`
+	RenameRetries uint64            `json:"rename_retries"`
+	Conflicts     uint64            `json:"conflicts"`
+	Lost          uint64            `json:"lost"`
+	Recent        []PreallocEvent   `json:"recent_conflicts,omitempty"`
+	Errors        map[string]string `json:"errors,omitempty"`
+}
+
+// PreallocEvent is a file that could not take its name.
+type PreallocEvent struct {
+	Ino      uint64    `json:"ino"`
+	Parent   uint64    `json:"parent"`
+	Name     string    `json:"name"`
+	LandedAs string    `json:"landed_as"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
 }
 
 // TagInfo is the tags part of the status.

@@ -215,26 +215,28 @@ type nameList struct {
 
 const listTTL = 10 * time.Second
 
-func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int) ([]uint64, error) {
+func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip func(uint64) bool) ([]uint64, error) {
 	var out []uint64
 	seen := map[uint64]bool{ino: true}
 	add := func(id uint64) bool {
 		if !seen[id] {
 			seen[id] = true
-			out = append(out, id)
+			if skip == nil || !skip(id) {
+				out = append(out, id)
+			}
 		}
 		return len(out) >= limit
 	}
 	d := n.d
 	if d.tags != nil && d.tags.svc.Check() == nil {
-		if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), limit); err == nil {
+		if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
 			for _, s := range rel {
 				if add(uint64(s.File.ID)) {
 					return out, nil
 				}
 			}
 		}
-		if co, err := d.tags.store.CoAccessed(ctx, graph.FileID(ino), limit, time.Hour, time.Now()); err == nil {
+		if co, err := d.tags.store.CoAccessed(ctx, graph.FileID(ino), 4*limit, time.Hour, time.Now()); err == nil {
 			for _, s := range co {
 				if add(uint64(s.File.ID)) {
 					return out, nil
@@ -247,7 +249,7 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int) ([]u
 				if err != nil {
 					continue
 				}
-				for _, id := range following(l, ino, limit) {
+				for _, id := range following(l, ino, 8*limit) {
 					if add(id) {
 						return out, nil
 					}
@@ -273,7 +275,7 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int) ([]u
 			return files, nil
 		})
 		if err == nil {
-			for _, id := range following(l, ino, limit) {
+			for _, id := range following(l, ino, 8*limit) {
 				if add(id) {
 					break
 				}

@@ -23,6 +23,7 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/version"
 	"github.com/disgrafs/disgrafs/volume"
 )
@@ -49,6 +50,7 @@ type Config struct {
 	Tags            TagsConfig
 	Cache           CacheConfig
 	BPF             string // --bpf: off, auto (default) or on
+	Prealloc        PreallocConfig
 }
 
 // Daemon is a running mount.
@@ -67,6 +69,7 @@ type Daemon struct {
 	tags    *tagState
 	cache   *cacheState
 	bpf     *bpfState
+	pre     *prealloc.Manager
 	bg      context.Context
 	stopBg  context.CancelFunc
 	obs     observer
@@ -177,6 +180,12 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 			return nil, err
 		}
 		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
+	}
+	if len(cfg.Prealloc.Dirs) > 0 {
+		if err := d.startPrealloc(ctx, &cfg.FS); err != nil {
+			return nil, err
+		}
+		cleanups = append(cleanups, d.closePrealloc)
 	}
 	if err := d.startCache(&cfg.FS); err != nil {
 		return nil, err
@@ -329,6 +338,7 @@ func (d *Daemon) Status() control.Status {
 		FUSE:        d.fuseInfo(),
 		Sections:    d.statusSections(context.Background()),
 		BPF:         d.bpfInfo(),
+		Prealloc:    d.preallocInfo(),
 	}
 	if mfs, err := d.reg.Gather(); err == nil {
 		s.CacheBytes = int64(gaugeSum(mfs, "juicefs_blockcache_bytes"))
@@ -424,6 +434,7 @@ func (d *Daemon) shutdown() error {
 		}
 	}
 	d.stopBPF()
+	d.closePrealloc()
 	d.stopBg()
 	d.stopCache()
 	err := d.vol.Close()

@@ -109,11 +109,11 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 	s := fs.cache
 	ino := in.NodeId
 	write := in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	io := s.inode(ino)
 	h := &cachedHandle{ino: ino, size: e.Attr.Length}
 	if write {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		io := s.inode(ino)
 		if io.passthrough > 0 {
 			// The kernel requires every open of an inode that has a backing
 			// file to use it, and writes must reach JuiceFS, not the copy:
@@ -128,7 +128,11 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 		return 0
 	}
 	ver := versionOf(e.Attr)
-	defer func() {
+	// Open and check the copy (disk I/O, and a whole read for its checksum
+	// on first use) before taking the lock, so that opens of different files
+	// run in parallel.
+	hit, ok := s.Cache.Get(ino, ver)
+	defer func() { // after the lock is released (defers run last first)
 		if s.Prefetch != nil {
 			s.Prefetch.Opened(ino)
 		}
@@ -136,7 +140,14 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 			s.Learner.Opened(ctx.pid, ino)
 		}
 	}()
-	hit, ok := s.Cache.Get(ino, ver)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok && !s.Cache.Has(ino, ver) {
+		// A write open dropped the copy meanwhile.
+		_ = hit.File.Close()
+		hit, ok = nil, false
+	}
+	io := s.inode(ino)
 	if io.passthrough > 0 {
 		// Every open of an inode with a backing file must use it.
 		if ok {

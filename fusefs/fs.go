@@ -17,6 +17,7 @@ import (
 	"github.com/juicedata/juicefs/pkg/meta"
 	"github.com/juicedata/juicefs/pkg/vfs"
 
+	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/tagging"
 )
 
@@ -38,6 +39,8 @@ type Options struct {
 	// Written is called (in the background) with the inode of a regular file
 	// after a handle that wrote to it is released: the auto-tagger's trigger.
 	Written func(ino uint64)
+	// Prealloc answers creates in enabled directories from a pool (nil: off).
+	Prealloc *prealloc.Manager
 }
 
 // DefaultOptions are JuiceFS's defaults: one second for attributes and entries.
@@ -54,6 +57,8 @@ type FS struct {
 	ops    opCounters
 	tags   *tagTree    // nil when tags are off
 	cache  *cacheState // nil when the whole-file cache is off
+
+	preDirs sync.Map // pre-allocation directory inode -> *cachedDirAttr
 
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
@@ -88,6 +93,9 @@ func (fs *FS) Init(s *fuse.Server) {
 	fs.v.InvalidateEntry = func(parent meta.Ino, name string) syscall.Errno {
 		return syscall.Errno(s.EntryNotify(uint64(parent), name))
 	}
+	if fs.opts.Prealloc != nil {
+		fs.opts.Prealloc.SetInvalidate(func(parent uint64, name string) { s.EntryNotify(parent, name) })
+	}
 }
 
 // Idle reports whether no request has arrived for d: background work (the
@@ -117,6 +125,7 @@ func (fs *FS) replyAttr(ctx *reqContext, e *meta.Entry, out *fuse.Attr) time.Dur
 			*e.Attr = a
 		}
 	}
+	fs.preOverlay(e)
 	fs.v.UpdateLength(e.Inode, e.Attr)
 	attrToFuse(e.Inode, e.Attr, out)
 	if ttl := fs.cacheTTL(e); ttl > timeout {
@@ -181,6 +190,9 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 			}
 		}
 	}
+	if status, ok := fs.preLookup(ctx, h.NodeId, name, out); ok {
+		return status
+	}
 	e, err := fs.v.Lookup(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 && fs.tags != nil {
 		fs.tags.rememberDentry(h.NodeId, name, uint64(e.Inode))
@@ -216,6 +228,9 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 		return fuse.OK
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if status, ok := fs.preGetAttr(ctx, in.NodeId, out); ok {
+		return status
+	}
 	var opened uint8
 	if in.Fh() != 0 {
 		opened = 1
@@ -235,6 +250,9 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 		return fuse.EPERM
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if err := fs.preSettleOwner(ctx, in.NodeId); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.SetAttr(ctx, meta.Ino(in.NodeId), int(in.Valid), in.Fh, in.Mode, in.Uid, in.Gid,
 		int64(in.Atime), int64(in.Mtime), in.Atimensec, in.Mtimensec, in.Size)
 	if err != 0 {
@@ -254,6 +272,9 @@ func (fs *FS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *
 		return status
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if _, _, err := fs.preSettle(ctx, in.NodeId, name); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.Mknod(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask), in.Rdev)
 	if err != 0 {
 		return st(err)
@@ -274,6 +295,9 @@ func (fs *FS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *
 		return status
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if _, _, err := fs.preSettle(ctx, in.NodeId, name); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.Mkdir(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask))
 	if err != 0 {
 		return st(err)
@@ -291,11 +315,15 @@ func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse
 		return status
 	}
 	ctx := newContext(cancel, h)
-	victim := fs.inodeOf(ctx, h.NodeId, name)
-	err := fs.v.Unlink(ctx, meta.Ino(h.NodeId), name)
+	parent, name, perr := fs.preSettle(ctx, h.NodeId, name)
+	if perr != 0 {
+		return st(perr)
+	}
+	victim := fs.inodeOf(ctx, parent, name)
+	err := fs.v.Unlink(ctx, meta.Ino(parent), name)
 	if err == 0 {
 		fs.nsGen.Add(1)
-		fs.afterRemove(ctx, h.NodeId, name, victim)
+		fs.afterRemove(ctx, parent, name, victim)
 	}
 	return st(err)
 }
@@ -312,7 +340,11 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 	if status, stop := fs.refuseVirtual(h.NodeId, name); stop {
 		return status
 	}
-	err := fs.v.Rmdir(newContext(cancel, h), meta.Ino(h.NodeId), name)
+	ctx := newContext(cancel, h)
+	if err := fs.preWaitChild(ctx, h.NodeId, name); err != 0 {
+		return st(err)
+	}
+	err := fs.v.Rmdir(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 {
 		fs.nsGen.Add(1)
 	}
@@ -332,6 +364,9 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 		return s2
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if s, ok := fs.preRename(ctx, in, oldName, newName); ok {
+		return s
+	}
 	src := fs.inodeOf(ctx, in.NodeId, oldName)
 	dst := fs.inodeOf(ctx, in.Newdir, newName)
 	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
@@ -352,6 +387,12 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if status, stop := fs.refuseVirtual(in.NodeId, name); stop {
 		return status
 	}
+	if _, _, err := fs.preSettle(ctx, in.NodeId, name); err != 0 {
+		return st(err)
+	}
+	if err := fs.preWaitIno(ctx, in.Oldnodeid); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.Link(ctx, meta.Ino(in.Oldnodeid), meta.Ino(in.NodeId), name)
 	if err != 0 {
 		return st(err)
@@ -366,6 +407,9 @@ func (fs *FS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name str
 		return status
 	}
 	ctx := newContext(cancel, h)
+	if _, _, err := fs.preSettle(ctx, h.NodeId, name); err != 0 {
+		return st(err)
+	}
 	e, err := fs.v.Symlink(ctx, target, meta.Ino(h.NodeId), name)
 	if err != 0 {
 		return st(err)
@@ -450,6 +494,9 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 		return status
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if status, ok := fs.preCreate(ctx, in, name, out); ok {
+		return status
+	}
 	e, fh, err := fs.v.Create(ctx, meta.Ino(in.NodeId), name, uint16(in.Mode), uint16(in.Umask), in.Flags)
 	if err != 0 {
 		return st(err)
@@ -536,14 +583,18 @@ func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 // Fsync persists a file's data and metadata.
 func (fs *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	fs.ops.inc(OpFsync)
-	return st(fs.v.Fsync(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), int(in.FsyncFlags), in.Fh))
+	ctx := newContext(cancel, &in.InHeader)
+	if err := fs.v.Fsync(ctx, meta.Ino(in.NodeId), int(in.FsyncFlags), in.Fh); err != 0 {
+		return st(err)
+	}
+	return st(fs.preWaitIno(ctx, in.NodeId))
 }
 
 // FsyncDir succeeds: JuiceFS commits every directory change to the metadata
 // engine before answering it.
 func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	fs.ops.inc(OpFsync)
-	return fuse.OK
+	return st(fs.preWaitDir(newContext(cancel, &in.InHeader), in.NodeId))
 }
 
 // Release closes a file handle.
@@ -622,7 +673,11 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 		}
 		return fs.tags.openDir(v, out)
 	}
-	fh, err := fs.v.Opendir(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Flags)
+	ctx := newContext(cancel, &in.InHeader)
+	if err := fs.preWaitDir(ctx, in.NodeId); err != 0 {
+		return st(err)
+	}
+	fh, err := fs.v.Opendir(ctx, meta.Ino(in.NodeId), in.Flags)
 	out.Fh = fh
 	return st(err)
 }

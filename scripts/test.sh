@@ -24,6 +24,8 @@ export DISGRAFS_TEST_REDIS=127.0.0.1:$port
 bolt_port=${DISGRAFS_TEST_BOLT_PORT:-17687}
 http_port=$((bolt_port + 1))
 scripts/nornicdb.sh build >/dev/null
+# toxiproxy (latency and outages in front of Redis) for the prealloc tests.
+scripts/toxiproxy.sh install >/dev/null
 scripts/nornicdb.sh start "$work/nornicdb" "$bolt_port" "$http_port" disgrafs-test >/dev/null
 export DISGRAFS_TEST_BOLT=bolt://127.0.0.1:$bolt_port DISGRAFS_TEST_BOLT_USER=admin DISGRAFS_TEST_BOLT_PASSWORD=disgrafs-test
 export DISGRAFS_NORNICDB_DIR=$work/nornicdb DISGRAFS_NORNICDB_HTTP=$http_port

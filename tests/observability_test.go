@@ -317,7 +317,7 @@ func TestObservability(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr}})
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prealloc", "/pre", "--prealloc-pool", "8"}})
 	prom := startPrometheus(t, promBin, addr)
 	mp := m.Dir
 	sel := fmt.Sprintf(`vol_name="disgrafs",mp=%q,instance=%q`, mp, host)
@@ -336,6 +336,10 @@ func TestObservability(t *testing.T) {
 	if n := readDirect(t, m.Path("train", "cats", "notes.txt")); n != size {
 		t.Fatalf("read %d bytes, want %d", n, size)
 	}
+	// And one empty file created in a pre-allocated directory.
+	if err := os.WriteFile(m.Path("pre", "p0"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("promql", func(t *testing.T) {
 		for _, c := range []struct {
@@ -348,7 +352,8 @@ func TestObservability(t *testing.T) {
 			{fmt.Sprintf(`juicefs_fuse_read_size_bytes_sum{%s}`, sel), func(v float64) bool { return v >= size }},
 			// ...and what reached the object storage.
 			{fmt.Sprintf(`sum(juicefs_object_request_data_bytes{%s,method="PUT"})`, sel), func(v float64) bool { return v >= size }},
-			{fmt.Sprintf(`disgrafs_fuse_ops_total{%s,op="create"}`, sel), func(v float64) bool { return v == 1 }},
+			{fmt.Sprintf(`disgrafs_fuse_ops_total{%s,op="create"}`, sel), func(v float64) bool { return v == 2 }},
+			{fmt.Sprintf(`disgrafs_prealloc_hits_total{%s}`, sel), func(v float64) bool { return v == 1 }},
 			{fmt.Sprintf(`disgrafs_fuse_ops_total{%s,op="mkdir"}`, sel), func(v float64) bool { return v == 2 }},
 			{fmt.Sprintf(`disgrafs_fuse_ops_total{%s,op="write"}`, sel), func(v float64) bool { return v >= 4 }},
 			// 1 MiB O_DIRECT reads of a 3 MiB+ file: at least four.
@@ -356,8 +361,8 @@ func TestObservability(t *testing.T) {
 			{fmt.Sprintf(`disgrafs_fuse_op_duration_seconds_count{%s,op="read"}`, sel), func(v float64) bool { return v >= 4 }},
 			{fmt.Sprintf(`sum(rate(disgrafs_fuse_ops_total{%s}[1m])) > 0`, sel), func(v float64) bool { return v > 0 }},
 			{fmt.Sprintf(`histogram_quantile(0.5, sum by (le) (rate(disgrafs_fuse_op_duration_seconds_bucket{%s,op="write"}[1m])))`, sel), func(v float64) bool { return v > 0 && v < 10 }},
-			// The auto-tagger tagged the file (train, cats, text, keywords).
-			{fmt.Sprintf(`disgrafs_tagger_files_tagged_total{%s}`, sel), func(v float64) bool { return v == 1 }},
+			// The auto-tagger tagged both files (train, cats, text, keywords; pre).
+			{fmt.Sprintf(`disgrafs_tagger_files_tagged_total{%s}`, sel), func(v float64) bool { return v == 2 }},
 			{fmt.Sprintf(`disgrafs_tagger_queue_length{%s}`, sel), func(v float64) bool { return v == 0 }},
 			{fmt.Sprintf(`disgrafs_graph_available{%s,backend="bbolt"}`, sel), func(v float64) bool { return v == 1 }},
 			{fmt.Sprintf(`sum(disgrafs_graph_query_duration_seconds_count{%s,backend="bbolt",op="update"})`, sel), func(v float64) bool { return v >= 1 }},
@@ -552,10 +557,10 @@ func TestObservability(t *testing.T) {
 		if st.Instance != host || st.MetricsAddr != addr || st.FUSE == nil || st.FUSE.OpsPerSecond <= 0 || !st.FUSE.Timed {
 			t.Fatalf("status: %+v\nfuse: %+v", st, st.FUSE)
 		}
-		if st.Tags == nil || !st.Tags.Available || st.Tags.AutoDone != 1 || st.Tags.GraphCalls == 0 {
+		if st.Tags == nil || !st.Tags.Available || st.Tags.AutoDone != 2 || st.Tags.GraphCalls == 0 {
 			t.Fatalf("status tags: %+v", st.Tags)
 		}
-		if st.Ops["create"] != 1 || st.Ops["mkdir"] != 2 {
+		if st.Ops["create"] != 2 || st.Ops["mkdir"] != 2 {
 			t.Fatalf("status ops: %v", st.Ops)
 		}
 		human, err := run(t, "status", mp)

@@ -154,19 +154,6 @@ func printStatus(w io.Writer, s control.Status) {
 	if s.CacheSize > 0 {
 		cacheSize = humanize.IBytes(s.CacheSize)
 	}
-	sections := map[string]control.Section{}
-	for _, sec := range s.Sections {
-		sections[sec.Name] = sec
-	}
-	section := func(name string) {
-		sec, ok := sections[name]
-		if !ok {
-			return
-		}
-		delete(sections, name)
-		printSection(tw, sec)
-	}
-
 	// The mount and the volume.
 	fmt.Fprintf(tw, "Mountpoint:\t%s\n", s.Mountpoint)
 	fmt.Fprintf(tw, "Volume:\t%s (%s)\n", s.Volume, kind)
@@ -207,7 +194,6 @@ func printStatus(w io.Writer, s control.Status) {
 		fmt.Fprintf(tw, "File cache:\toff\n")
 	}
 	fmt.Fprintf(tw, "Block cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
-	section(control.SectionPrealloc)
 
 	// The graph and the tagger.
 	if t := s.Tags; t != nil {
@@ -226,6 +212,17 @@ func printStatus(w io.Writer, s control.Status) {
 		}
 	} else {
 		fmt.Fprintf(tw, "Tag index:\toff\n")
+	}
+	if p := s.Prealloc; p != nil {
+		fmt.Fprintf(tw, "Pre-allocation:\tnode %s, journal %s\n", p.Node, p.Journal)
+		fmt.Fprintf(tw, "Pre-allocated:\t%d files ready (pool %d per directory), %d hits, %d misses, %d renames pending, %d landed, %d retries, %d conflicts, %d lost\n",
+			p.PoolFiles, p.PoolSize, p.Hits, p.Misses, p.Pending, p.Landed, p.RenameRetries, p.Conflicts, p.Lost)
+		for _, c := range p.Recent {
+			fmt.Fprintf(tw, "  conflict:\t%s (parent %d) kept as %s: %s\n", c.Name, c.Parent, c.LandedAs, c.Reason)
+		}
+		for k, v := range p.Errors {
+			fmt.Fprintf(tw, "  error (%s):\t%s\n", k, v)
+		}
 	}
 	if b := s.BPF; b != nil {
 		if b.Enabled {
@@ -272,11 +269,9 @@ func printStatus(w io.Writer, s control.Status) {
 		}
 	}
 
-	// Anything else a subsystem added, in its order.
+	// Parts that subsystems without a typed field added, in their order.
 	for _, sec := range s.Sections {
-		if _, ok := sections[sec.Name]; ok {
-			printSection(tw, sec)
-		}
+		printSection(tw, sec)
 	}
 	tw.Flush()
 }

@@ -64,7 +64,12 @@ type mountFlags struct {
 	tagger                 string
 	taggerTimeout          time.Duration
 
-	bpf string
+	bpf            string
+	prealloc       []string
+	preallocPool   int
+	preallocNoSync bool
+	preallocDelay  time.Duration
+	preallocNegTTL time.Duration
 }
 
 func newMount(g *globals) *cobra.Command {
@@ -119,6 +124,11 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringVar(&f.tagger, "tagger", "", "external tagger: a command run with a written file's path that prints tags (one per line or comma separated)")
 	fl.DurationVar(&f.taggerTimeout, "tagger-timeout", 10*time.Second, "how long the external tagger may run per file")
 	fl.StringVar(&f.bpf, "bpf", daemon.BPFAuto, "eBPF read accounting (reads through passthrough and the page cache, FUSE latency): off, auto (use it when the kernel allows) or on (fail the mount without it)")
+	fl.StringSliceVar(&f.prealloc, "prealloc", nil, "directories of the volume (paths from its root, comma separated) whose creates are answered from a pool of pre-created files; off by default")
+	fl.IntVar(&f.preallocPool, "prealloc-pool", 256, "pre-created files kept ready per --prealloc directory")
+	fl.BoolVar(&f.preallocNoSync, "prealloc-nosync", false, "do not fsync the pre-allocation journal (faster creates; a machine crash may lose the names of files not yet fsynced)")
+	fl.DurationVar(&f.preallocDelay, "prealloc-rename-delay", 0, "hold a pre-allocated file's background rename until it is this old (renames then follow a burst of creates instead of competing with it; fsync, listing and renames of the file land it at once)")
+	fl.DurationVar(&f.preallocNegTTL, "prealloc-negative-cache", time.Second, "in --prealloc directories, answer lookups of names missing from a background listing younger than this without asking the metadata engine (the lookup the kernel makes before every create); names other nodes created within this time may be missed, as with the entry cache; 0 asks every time")
 	return cmd
 }
 
@@ -220,6 +230,23 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 		cfg.BPF = f.bpf
 	default:
 		return cfg, fmt.Errorf("--bpf %q: must be off, auto or on", f.bpf)
+	}
+	if len(f.prealloc) > 0 {
+		if f.preallocPool < 1 || f.preallocPool > 1<<20 {
+			return cfg, fmt.Errorf("--prealloc-pool %d: must be between 1 and %d", f.preallocPool, 1<<20)
+		}
+		for _, d := range f.prealloc {
+			if strings.TrimSpace(d) == "" || strings.ContainsRune(d, 0) {
+				return cfg, fmt.Errorf("--prealloc %q: must be a directory path of the volume", d)
+			}
+		}
+		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, RenameDelay: f.preallocDelay, NegativeTTL: f.preallocNegTTL}
+		if f.preallocNegTTL < 0 {
+			return cfg, fmt.Errorf("--prealloc-negative-cache %s: must not be negative", f.preallocNegTTL)
+		}
+		if f.preallocDelay < 0 {
+			return cfg, fmt.Errorf("--prealloc-rename-delay %s: must not be negative", f.preallocDelay)
+		}
 	}
 	if f.metrics != "off" && f.metrics != "" {
 		cfg.MetricsAddr = f.metrics

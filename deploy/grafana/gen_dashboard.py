@@ -99,6 +99,13 @@ ts("Warmup files/s and running warmups per node", [(f'sum by (instance, mp) (rat
 ts("Co-access edges/s (summed)", [(f'sum(rate(disgrafs_coaccess_edges_total{{{SEL}}}[{R}]))',"edges")], "ops")
 endrow()
 
+row("Pre-allocation")
+ts("Pre-allocated creates/s (summed)", [(f'sum(rate(disgrafs_prealloc_hits_total{{{SEL}}}[{R}]))',"hits"),(f'sum(rate(disgrafs_prealloc_misses_total{{{SEL}}}[{R}]))',"misses")], "ops")
+ts("Pool and pending renames per node", [(f'sum by (instance, mp) (disgrafs_prealloc_pool_files{{{SEL}}})',"{{instance}} {{mp}} pool"),(f'sum by (instance, mp) (disgrafs_prealloc_pending_renames{{{SEL}}})',"{{instance}} {{mp}} pending")], "short")
+ts("Rename latency p99 per node", [(f'histogram_quantile(0.99, sum by (instance, mp, le) (rate(disgrafs_prealloc_rename_latency_seconds_bucket{{{SEL}}}[{R}])))',"{{instance}} {{mp}}")], "s")
+ts("Conflicts and lost files per node", [(f'sum by (instance, mp) (increase(disgrafs_prealloc_conflicts_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} conflicts"),(f'sum by (instance, mp) (increase(disgrafs_prealloc_lost_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} lost")], "short")
+endrow()
+
 row("eBPF read accounting")
 ts("Bytes read by source (summed)", [(f'sum by (source) (rate(disgrafs_read_bytes_total{{{SEL}}}[{R}]))',"{{source}}")], "Bps", desc="What applications read, by where it came from: passthrough (the cached copy), page_cache, daemon (FUSE READ). Needs --bpf.", stack=True)
 ts("Bytes read by source per node", [(f'sum by (instance, mp, source) (rate(disgrafs_read_bytes_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} {{source}}")], "Bps")
@@ -135,7 +142,7 @@ def var(name,label,query,multi=True):
             "refresh":2,"multi":multi,"includeAll":True,"allValue":".*","current":{"selected":True,"text":["All"],"value":["$__all"]},"sort":1,"hide":0,"regex":"","options":[]}
 dash={
  "__inputs":[],
- "title":"DisGraFS","uid":"disgrafs-nodes","description":"DisGraFS mounts on every node: FUSE, whole-file cache, prefetch and warmup, eBPF reads, JuiceFS, graph index, tagger, daemon. Scrape config: deploy/prometheus/.",
+ "title":"DisGraFS","uid":"disgrafs-nodes","description":"DisGraFS mounts on every node: FUSE, whole-file cache, prefetch and warmup, pre-allocation, eBPF reads, JuiceFS, graph index, tagger, daemon. Scrape config: deploy/prometheus/.",
  "tags":["disgrafs","juicefs","storage"],"timezone":"browser","schemaVersion":39,"version":1,"editable":True,
  "time":{"from":"now-1h","to":"now"},"refresh":"10s","graphTooltip":1,
  "templating":{"list":[

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// runInfo describes the machine and the run for the report.
+type runInfo struct {
+	date             time.Time
+	duration         time.Duration
+	nproc            int
+	kernel           string
+	memory           string
+	loadStart        string
+	loadEnd          string
+	commandLine      string
+	juicefsVersion   string
+	disgrafsVersion  string
+	toxiproxyVersion string
+	format           string
+	smallBytes       int64
+	largeBytes       int64
+	writeVolume      time.Duration
+	writeNative      time.Duration
+	warmup           map[string]time.Duration
+	warmCheck        map[string]string
+	targetConfig     map[string]string
+}
+
+func gatherInfo(root string) *runInfo {
+	_ = root
+	return &runInfo{
+		date:         time.Now(),
+		nproc:        runtime.NumCPU(),
+		kernel:       firstLine("/proc/sys/kernel/osrelease"),
+		memory:       meminfoTotal(),
+		loadStart:    firstLine("/proc/loadavg"),
+		warmup:       map[string]time.Duration{},
+		warmCheck:    map[string]string{},
+		targetConfig: map[string]string{},
+	}
+}
+
+func firstLine(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	return line
+}
+
+func meminfoTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			if kb, err := strconv.ParseFloat(fields[1], 64); err == nil {
+				return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+			}
+		}
+	}
+	return "unknown"
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// summary is the median of one quantity over the runs of one target.
+type summary struct {
+	ok                     bool
+	filesPerSec, mbPerSec  float64
+	epoch                  float64
+	partial                bool // some run was cut at the time limit
+	filesValues, mbsValues []float64
+}
+
+func summarize(rs []passResult) summary {
+	if len(rs) == 0 {
+		return summary{}
+	}
+	s := summary{ok: true}
+	var ep []float64
+	for _, r := range rs {
+		s.filesValues = append(s.filesValues, r.filesPerSec())
+		s.mbsValues = append(s.mbsValues, r.mbPerSec())
+		ep = append(ep, r.epoch())
+		s.partial = s.partial || r.Partial
+	}
+	s.filesPerSec, s.mbPerSec, s.epoch = median(s.filesValues), median(s.mbsValues), median(ep)
+	return s
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+func formatCount(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func latencyName(d time.Duration) string { return strconv.FormatInt(d.Milliseconds(), 10) + " ms" }
+
+func threadsName(n int) string {
+	if n == 1 {
+		return "1 thread"
+	}
+	return strconv.Itoa(n) + " threads"
+}
+
+// ratioSpec is a ratio the issue sets a goal for: num/den of a speed.
+type ratioSpec struct {
+	name     string
+	kind     string
+	num, den string
+	goal     float64
+	goalText string
+	only     time.Duration // the goal holds at this latency only (0: every latency)
+}
+
+func ratioSpecs() []ratioSpec {
+	return []ratioSpec{
+		{"small files: disgrafs warm / juicefs warm (d/b)", kindSmall, tDgWarm, tJuiceWarm, 2, ">= 2", 0},
+		{"small files: disgrafs warm / native (d/e)", kindSmall, tDgWarm, tNative, 0.5, ">= 0.5", 0},
+		{"small files: disgrafs cold / juicefs cold (c/a)", kindSmall, tDgCold, tJuiceCold, 3, ">= 3 at 10 ms", 10 * time.Millisecond},
+		{"large files: disgrafs warm / native (d/e)", kindLarge, tDgWarm, tNative, 0.9, ">= 0.9", 0},
+		{"large files: disgrafs cold / juicefs cold (c/a)", kindLarge, tDgCold, tJuiceCold, 0, "(no goal)", 0},
+	}
+}
+
+func renderReport(cfg *config, info *runInfo, res results) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	smallDesc := fmt.Sprintf("%s files of %d-%d KiB (%.0f MB) tagged `%s`", formatCount(int64(cfg.data.smallFiles)), cfg.data.minKiB, cfg.data.maxKiB, float64(info.smallBytes)/1e6, tagSmall)
+	largeDesc := fmt.Sprintf("%d files of %d MiB tagged `%s`", cfg.data.largeFiles, cfg.data.largeMiB, tagLarge)
+	p("## Graph-aware cache: remote object storage behind toxiproxy\n\n")
+	p("Command: `%s`, %s, %d run(s) per pass, %s.\n\n", info.commandLine, info.date.UTC().Format("2006-01-02 15:04 UTC"), cfg.runs, info.duration.Round(time.Second))
+	p("Machine: %d cores, %s, Linux %s; load average %s at the start, %s at the end.\n\n", info.nproc, info.memory, info.kernel, info.loadStart, info.loadEnd)
+	p("Volume: `%s` (block size 4 MiB, no compression): metadata in Redis db 0 and objects in db 1 of a private redis-server, reached through toxiproxy (%s) whose latency toxic holds back every reply by the latency of the table. Data set: %s and %s, written through a juicefs CLI mount with no latency (%.1f s) and into the native directory (%.1f s); tags are `user.xdg.tags` xattrs.\n\n",
+		info.format, info.toxiproxyVersion, smallDesc, largeDesc, info.writeVolume.Seconds(), info.writeNative.Seconds())
+	p("Targets:\n")
+	for _, t := range cfg.targets {
+		p("- (%s) **%s**: %s", targetLetter(t), t, strings.TrimSuffix(info.targetConfig[t], "."))
+		if d, ok := info.warmup[t]; ok {
+			p(". Warmup took %.1f s with no latency; its check said: %s", d.Seconds(), info.warmCheck[t])
+		}
+		p("\n")
+	}
+	p("- juicefs: %s; disgrafs: %s.\n\n", info.juicefsVersion, orUnknown(info.disgrafsVersion))
+	p("Every pass reads every file of its kind once, in an order shuffled per run (the same order for every target), with N threads taking the next file; each file's length and CRC-32C are checked.")
+	if cfg.pageCache == "drop" {
+		p(" The page cache is dropped (`echo 3 > /proc/sys/vm/drop_caches`) before every pass: warm means warm on local disk, not in memory.")
+	} else {
+		p(" Page cache: cold targets are dropped (`echo 3 > /proc/sys/vm/drop_caches`) and remounted before every pass; warm targets and native read every file once, unmeasured and in the same order (with twice the pass limit), right before their pass (`-page-cache second-epoch`: the next epoch of a training job, kernel caches warm).")
+	}
+	if cfg.passLimit > 0 {
+		p(" A pass stops after %s; a value marked `*` comes from a pass cut there (rate over the files read, epoch time extrapolated).", cfg.passLimit)
+	}
+	p(" Medians of %d run(s); ratios are of speeds (above 1: the first is faster).\n\n", cfg.runs)
+
+	for _, lat := range cfg.latencies {
+		p("### %s latency\n\n", latencyName(lat))
+		p("Small files (%s), one epoch:\n\n", smallDesc)
+		p("| target |")
+		for _, th := range cfg.threads {
+			p(" %s: epoch s | files/s | MB/s |", threadsName(th))
+		}
+		p("\n|---|")
+		for range cfg.threads {
+			p("--:|--:|--:|")
+		}
+		p("\n")
+		for _, t := range cfg.targets {
+			p("| (%s) %s |", targetLetter(t), targetTitle(t))
+			for _, th := range cfg.threads {
+				s := summarize(res[passKey{lat, kindSmall, th, t}])
+				if !s.ok {
+					p(" - | - | - |")
+					continue
+				}
+				mark := ""
+				if s.partial {
+					mark = "*"
+				}
+				p(" %s%s | %s%s | %s%s |", formatValue(s.epoch), mark, formatValue(s.filesPerSec), mark, formatValue(s.mbPerSec), mark)
+			}
+			p("\n")
+		}
+		if cfg.data.largeFiles > 0 {
+			p("\nLarge files (%s), MB/s:\n\n| target |", largeDesc)
+			for _, th := range cfg.threads {
+				p(" %s |", threadsName(th))
+			}
+			p("\n|---|")
+			for range cfg.threads {
+				p("--:|")
+			}
+			p("\n")
+			for _, t := range cfg.targets {
+				p("| (%s) %s |", targetLetter(t), targetTitle(t))
+				for _, th := range cfg.threads {
+					s := summarize(res[passKey{lat, kindLarge, th, t}])
+					switch {
+					case !s.ok:
+						p(" - |")
+					case s.partial:
+						p(" %s* |", formatValue(s.mbPerSec))
+					default:
+						p(" %s |", formatValue(s.mbPerSec))
+					}
+				}
+				p("\n")
+			}
+		}
+		p("\n")
+	}
+
+	p("### Ratios against the goals\n\n| ratio | goal |")
+	for _, lat := range cfg.latencies {
+		for _, th := range cfg.threads {
+			p(" %s, %s |", latencyName(lat), threadsName(th))
+		}
+	}
+	p("\n|---|---|")
+	for range len(cfg.latencies) * len(cfg.threads) {
+		p("--:|")
+	}
+	p("\n")
+	for _, r := range ratioSpecs() {
+		if r.kind == kindLarge && cfg.data.largeFiles == 0 {
+			continue
+		}
+		p("| %s | %s |", r.name, r.goalText)
+		for _, lat := range cfg.latencies {
+			for _, th := range cfg.threads {
+				num := summarize(res[passKey{lat, r.kind, th, r.num}])
+				den := summarize(res[passKey{lat, r.kind, th, r.den}])
+				p(" %s |", ratioCell(r, lat, num, den))
+			}
+		}
+		p("\n")
+	}
+	p("\nA ratio in bold misses its goal.\n\n")
+
+	p("<details><summary>Every run</summary>\n\n| latency | files | threads | target | files/s per run | MB/s per run |\n|---|---|--:|---|---|---|\n")
+	for _, lat := range cfg.latencies {
+		for _, kind := range []string{kindSmall, kindLarge} {
+			for _, th := range cfg.threads {
+				for _, t := range cfg.targets {
+					rs := res[passKey{lat, kind, th, t}]
+					if len(rs) == 0 {
+						continue
+					}
+					var fs, ms []string
+					for _, r := range rs {
+						m := ""
+						if r.Partial {
+							m = "*"
+						}
+						fs = append(fs, formatValue(r.filesPerSec())+m)
+						ms = append(ms, formatValue(r.mbPerSec())+m)
+					}
+					p("| %s | %s | %d | %s | %s | %s |\n", latencyName(lat), kind, th, t, strings.Join(fs, ", "), strings.Join(ms, ", "))
+				}
+			}
+		}
+	}
+	p("\n</details>\n")
+	var cs []string
+	for _, lat := range cfg.latencies {
+		for _, kind := range []string{kindSmall, kindLarge} {
+			for _, th := range cfg.threads {
+				for _, t := range cfg.targets {
+					rs := res[passKey{lat, kind, th, t}]
+					if len(rs) > 0 && rs[len(rs)-1].counters != "" {
+						cs = append(cs, fmt.Sprintf("| %s | %s | %d | %s | %s |\n", latencyName(lat), kind, th, t, rs[len(rs)-1].counters))
+					}
+				}
+			}
+		}
+	}
+	if len(cs) > 0 {
+		p("\n<details><summary>Cache counters of the last run (change over the pass)</summary>\n\n| latency | files | threads | target | counters |\n|---|---|--:|---|---|\n%s\n</details>\n", strings.Join(cs, ""))
+	}
+	return b.String()
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "not measured"
+	}
+	return s
+}
+
+// ratioCell renders num/den of the speed, in bold when it misses the goal.
+func ratioCell(r ratioSpec, lat time.Duration, num, den summary) string {
+	if !num.ok || !den.ok {
+		return "n/a"
+	}
+	a, b := num.filesPerSec, den.filesPerSec
+	if r.kind == kindLarge {
+		a, b = num.mbPerSec, den.mbPerSec
+	}
+	if b == 0 {
+		return "n/a"
+	}
+	v := a / b
+	s := strconv.FormatFloat(v, 'f', 2, 64)
+	if num.partial || den.partial {
+		s += "*"
+	}
+	if r.goal > 0 && (r.only == 0 || r.only == lat) && v < r.goal {
+		return "**" + s + "**"
+	}
+	return s
+}
