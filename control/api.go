@@ -32,9 +32,9 @@ type Status struct {
 	// FUSE is what the mount served lately: request rates and latencies.
 	FUSE *FUSEInfo `json:"fuse,omitempty"`
 	// Sections are the parts that subsystems add for themselves, in the
-	// order they registered; SectionCache, SectionPrealloc and SectionBPF
-	// are the names reserved for the whole-file cache, preallocation and
-	// eBPF. A subsystem that is off or not built adds none.
+	// order they registered. The cache, eBPF and preallocation have typed
+	// parts (Cache, BPF, Prealloc); a new subsystem can start with a section.
+	// A subsystem that is off or not built adds none.
 	Sections []Section     `json:"sections,omitempty"`
 	BPF      *BPFInfo      `json:"bpf,omitempty"`
 	Prealloc *PreallocInfo `json:"prealloc,omitempty"`
@@ -72,13 +72,6 @@ type WarmupInfo struct {
 	StartedAt time.Time      `json:"started_at"`
 	Progress  cache.Progress `json:"progress"`
 }
-
-// Reserved section names (Status.Sections).
-const (
-	SectionCache    = "cache"    // the whole-file cache, warmup and prefetch
-	SectionPrealloc = "prealloc" // preallocated inodes and chunks
-	SectionBPF      = "bpf"      // eBPF tracing of the mount's readers
-)
 
 // Section is one subsystem's part of the status.
 type Section struct {

@@ -32,9 +32,9 @@ type statusSection struct {
 // rateWindow is the span of the rates in the status.
 const rateWindow = 10 * time.Second
 
-// AddStatusSection adds a subsystem's part to 'disgrafs status' (use the
-// names control.SectionCache, SectionPrealloc, SectionBPF). fn is called for
-// every status request and must not block for long.
+// AddStatusSection adds a subsystem's part to 'disgrafs status' without a
+// typed field in control.Status. fn is called for every status request and
+// must not block for long.
 func (d *Daemon) AddStatusSection(name, title string, fn func() (lines []string, data any)) {
 	d.obs.mu.Lock()
 	defer d.obs.mu.Unlock()

@@ -154,24 +154,22 @@ func printStatus(w io.Writer, s control.Status) {
 	if s.CacheSize > 0 {
 		cacheSize = humanize.IBytes(s.CacheSize)
 	}
-	sections := map[string]control.Section{}
-	for _, sec := range s.Sections {
-		sections[sec.Name] = sec
-	}
-	section := func(name string) {
-		sec, ok := sections[name]
-		if !ok {
-			return
-		}
-		delete(sections, name)
-		printSection(tw, sec)
-	}
-
 	// The mount and the volume.
 	fmt.Fprintf(tw, "Mountpoint:\t%s\n", s.Mountpoint)
 	fmt.Fprintf(tw, "Volume:\t%s (%s)\n", s.Volume, kind)
 	fmt.Fprintf(tw, "Metadata:\t%s\n", s.MetaURL)
 	fmt.Fprintf(tw, "Storage:\t%s\n", s.StorageURL)
+	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s, on %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second), s.Instance)
+	if s.MetricsAddr != "" {
+		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics (instance=%q)\n", s.MetricsAddr, s.Instance)
+	} else {
+		fmt.Fprintf(tw, "Metrics:\toff (not served over HTTP; 'disgrafs stats' still reads them)\n")
+	}
+	if s.LogPath != "" {
+		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
+	}
+
+	// Caches: the whole-file cache, JuiceFS's block cache, then preallocation.
 	if c := s.Cache; c != nil {
 		fmt.Fprintf(tw, "File cache:\t%s, %d files, %s of %s\n", c.Dir, c.Files, humanize.IBytes(uint64(max(c.Bytes, 0))), humanize.IBytes(uint64(max(c.Budget, 0))))
 		fmt.Fprintf(tw, "Passthrough:\t%s\n", c.PassthroughNote)
@@ -196,20 +194,6 @@ func printStatus(w io.Writer, s control.Status) {
 		fmt.Fprintf(tw, "File cache:\toff\n")
 	}
 	fmt.Fprintf(tw, "Block cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
-	fmt.Fprintf(tw, "Daemon:\tpid %d, version %s, up %s, on %s\n", s.Pid, s.Version, (time.Duration(s.Uptime) * time.Second).Round(time.Second), s.Instance)
-	if s.MetricsAddr != "" {
-		fmt.Fprintf(tw, "Metrics:\thttp://%s/metrics (instance=%q)\n", s.MetricsAddr, s.Instance)
-	} else {
-		fmt.Fprintf(tw, "Metrics:\toff (not served over HTTP; 'disgrafs stats' still reads them)\n")
-	}
-	if s.LogPath != "" {
-		fmt.Fprintf(tw, "Log:\t%s\n", s.LogPath)
-	}
-
-	// Caches: JuiceFS's block cache, then the whole-file cache and preallocation.
-	fmt.Fprintf(tw, "Cache:\t%s, %s in %d blocks (budget %s)\n", s.CacheDir, humanize.IBytes(uint64(max(s.CacheBytes, 0))), s.CacheBlocks, cacheSize)
-	section(control.SectionCache)
-	section(control.SectionPrealloc)
 
 	// The graph and the tagger.
 	if t := s.Tags; t != nil {
@@ -284,13 +268,10 @@ func printStatus(w io.Writer, s control.Status) {
 			fmt.Fprintf(tw, "Recent ops:\t%.1f/s over the last %.0f s (%s)\n", f.OpsPerSecond, f.Window, strings.Join(rates, ", "))
 		}
 	}
-	section(control.SectionBPF)
 
-	// Anything else a subsystem added, in its order.
+	// Parts that subsystems without a typed field added, in their order.
 	for _, sec := range s.Sections {
-		if _, ok := sections[sec.Name]; ok {
-			printSection(tw, sec)
-		}
+		printSection(tw, sec)
 	}
 	tw.Flush()
 }

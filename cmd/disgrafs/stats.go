@@ -32,9 +32,11 @@ The numbers are the daemon's Prometheus metrics (the same ones it serves on
 --metrics off too. Rates are per second over the last interval; latencies are
 the mean over it.
 
-Columns: fuse ops/s, mean latency, bytes read and written per second (as the
-applications see them); meta ops/s and latency (metadata engine); block cache
-hits and misses (bytes/s); object storage get/put (bytes/s); graph calls/s,
+Columns: fuse ops/s, mean latency, bytes read and written per second through
+the daemon (reads served by the whole-file cache bypass it); files: opens
+served by the whole-file cache and opens that missed it, per second; meta
+ops/s and latency (metadata engine); blocks: JuiceFS block cache hits and
+misses (bytes/s); object storage get/put (bytes/s); graph calls/s,
 latency and availability; tag queue (files waiting for the auto-tagger) and
 index changes waiting for the graph; cpu and memory of the daemon; the
 busiest FUSE operations.`,
@@ -64,6 +66,9 @@ type statsSample struct {
 	fuseSum  float64 // their total seconds
 	readB    float64
 	writeB   float64
+	fhit     float64 // opens served by the whole-file cache
+	fmiss    float64
+	fcache   float64 // -1: no whole-file cache
 	metaN    float64
 	metaSum  float64
 	hitB     float64
@@ -104,6 +109,12 @@ func sampleFrom(mfs map[string]*dto.MetricFamily, at time.Time) statsSample {
 	s.fuseN, s.fuseSum = histSum(mfs, "disgrafs_fuse_op_duration_seconds")
 	_, s.readB = histSum(mfs, "juicefs_fuse_read_size_bytes")
 	_, s.writeB = histSum(mfs, "juicefs_fuse_written_size_bytes")
+	s.fcache = -1
+	if mfs["disgrafs_cache_hit_files_total"] != nil {
+		s.fcache = 0
+		s.fhit = valueSum(mfs, "disgrafs_cache_hit_files_total", "", "")
+		s.fmiss = valueSum(mfs, "disgrafs_cache_miss_files_total", "", "")
+	}
 	s.metaN, s.metaSum = histSum(mfs, "juicefs_meta_ops_durations_histogram_seconds")
 	s.hitB = valueSum(mfs, "juicefs_blockcache_hit_bytes", "", "")
 	s.missB = valueSum(mfs, "juicefs_blockcache_miss_bytes", "", "")
@@ -165,7 +176,7 @@ func histSum(mfs map[string]*dto.MetricFamily, name string) (count, sum float64)
 	return count, sum
 }
 
-const statsHeader = "    time | fuse: ops/s   lat   read/s  write/s | meta: ops/s   lat | cache: hit/s miss/s | object: get/s  put/s | graph: q/s    lat up | tags: queue pend |  cpu    mem | busiest ops/s"
+const statsHeader = "    time | fuse: ops/s   lat   read/s  write/s | files: hit/s miss/s | meta: ops/s   lat | blocks: hit/s miss/s | object: get/s  put/s | graph: q/s    lat up | tags: queue pend |  cpu    mem | busiest ops/s"
 
 func runStats(ctx context.Context, w io.Writer, cl *control.Client, mp string, interval time.Duration, count, topOps int) error {
 	first := func() (statsSample, error) {
@@ -251,6 +262,10 @@ func formatStats(a, b statsSample, topOps int) string {
 		}
 		graph = fmt.Sprintf("%5.0f %6s %2s", rate(a.graphN, b.graphN), lat(a.graphN, a.graphSum, b.graphN, b.graphSum), up)
 	}
+	files := "      -      -"
+	if b.fcache >= 0 {
+		files = fmt.Sprintf("%6.0f %6.0f", rate(a.fhit, b.fhit), rate(a.fmiss, b.fmiss))
+	}
 	tags := "    -    -"
 	if b.pending >= 0 {
 		q := "-"
@@ -259,9 +274,10 @@ func formatStats(a, b statsSample, topOps int) string {
 		}
 		tags = fmt.Sprintf("%5s %4.0f", q, b.pending)
 	}
-	return fmt.Sprintf("%s |   %7.0f %5s %8s %8s |   %7.0f %5s |   %7s %6s |    %7s %6s |     %s |    %s | %3.0f%% %6s | %s",
+	return fmt.Sprintf("%s |   %7.0f %5s %8s %8s |      %s |   %7.0f %5s |    %7s %6s |    %7s %6s |     %s |    %s | %3.0f%% %6s | %s",
 		b.at.Format("15:04:05"),
 		opsTotal, lat(a.fuseN, a.fuseSum, b.fuseN, b.fuseSum), bytesRate(rate(a.readB, b.readB)), bytesRate(rate(a.writeB, b.writeB)),
+		files,
 		rate(a.metaN, b.metaN), lat(a.metaN, a.metaSum, b.metaN, b.metaSum),
 		bytesRate(rate(a.hitB, b.hitB)), bytesRate(rate(a.missB, b.missB)),
 		bytesRate(rate(a.getB, b.getB)), bytesRate(rate(a.putB, b.putB)),

@@ -28,6 +28,10 @@ disgrafs_tagger_queue_length 5
 disgrafs_tagger_index_pending 0
 # TYPE disgrafs_graph_available gauge
 disgrafs_graph_available{backend="bbolt"} 1
+# TYPE disgrafs_cache_hit_files_total counter
+disgrafs_cache_hit_files_total 10
+# TYPE disgrafs_cache_miss_files_total counter
+disgrafs_cache_miss_files_total 4
 `
 
 const scrapeB = `# TYPE disgrafs_fuse_ops_total counter
@@ -50,6 +54,10 @@ disgrafs_tagger_queue_length 7
 disgrafs_tagger_index_pending 2
 # TYPE disgrafs_graph_available gauge
 disgrafs_graph_available{backend="bbolt"} 0
+# TYPE disgrafs_cache_hit_files_total counter
+disgrafs_cache_hit_files_total 1010
+# TYPE disgrafs_cache_miss_files_total counter
+disgrafs_cache_miss_files_total 10
 `
 
 func TestFormatStats(t *testing.T) {
@@ -66,7 +74,8 @@ func TestFormatStats(t *testing.T) {
 	line := formatStats(a, b, 1)
 	f := strings.Fields(line)
 	// 210 requests in 2 s; 210 timed in 0.42 s: 2 ms each; 200 MiB in 2 s.
-	for _, want := range []string{"03:04:07", "105", "2.00", "100MiB", "512KiB", "no", "7", "2"} {
+	// 1000 cache hits and 6 misses in 2 s.
+	for _, want := range []string{"03:04:07", "105", "2.00", "100MiB", "512KiB", "no", "7", "2", "500", "3"} {
 		found := false
 		for _, x := range f {
 			if x == want {
@@ -84,7 +93,7 @@ func TestFormatStats(t *testing.T) {
 	c := parse(`# TYPE disgrafs_fuse_ops_total counter
 disgrafs_fuse_ops_total{op="read"} 1
 `, t0)
-	if l := formatStats(c, c, 4); !strings.Contains(l, "    -    -") {
+	if l := formatStats(c, c, 4); !strings.Contains(l, "    -    -") || !strings.Contains(l, "      -      -") {
 		t.Errorf("no tags: %s", l)
 	}
 }
