@@ -27,6 +27,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -251,7 +252,7 @@ func (c *Cache) discardIndex(path string, why error) error {
 func (c *Cache) openIndex() error {
 	path := filepath.Join(c.cfg.Dir, "index.db")
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoSync: true})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("cache index %s is locked: is another daemon using this cache directory?", path)
 	}
 	if err == nil {
