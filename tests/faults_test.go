@@ -14,6 +14,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -100,6 +101,8 @@ type fsyncWriter struct {
 	writers int
 	mu      sync.Mutex
 	durable map[string]int // path relative to the mount -> fsynced length
+	// onError, when set, makes the writer go on after errors.
+	onError func(error)
 }
 
 func (w *fsyncWriter) name() string { return "fsync writer" }
@@ -143,37 +146,55 @@ func (w *fsyncWriter) write(ctx context.Context, m *Mount, cycle, g int) error {
 	defer dirFd.Close()
 	for n := 0; ctx.Err() == nil; n++ {
 		rel := filepath.Join(w.dir, fmt.Sprintf("c%03d-%d-%03d", cycle, g, n))
-		size := 64<<10 + rng.IntN(1<<20)
-		want := stream(rel, size)
-		f, err := os.OpenFile(m.Path(rel), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", rel, err)
+		err := w.writeOne(ctx, m, rng, dirFd, rel)
+		if err == nil {
+			continue
 		}
+		if w.onError == nil {
+			return err
+		}
+		// Tolerant mode (metadata outages): count, give the file up (what
+		// was fsynced stays recorded) and go on with a new one.
+		w.onError(err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (w *fsyncWriter) writeOne(ctx context.Context, m *Mount, rng *rand.Rand, dirFd *os.File, rel string) error {
+	size := 64<<10 + rng.IntN(1<<20)
+	want := stream(rel, size)
+	f, err := os.OpenFile(m.Path(rel), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", rel, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", rel, err)
+	}
+	if err := dirFd.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync the directory of %s: %w", rel, err)
+	}
+	w.record(rel, 0)
+	for off := 0; off < size && ctx.Err() == nil; {
+		chunk := min(size-off, 1<<10+rng.IntN(256<<10))
+		if _, err := f.Write(want[off : off+chunk]); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", rel, err)
+		}
+		off += chunk
 		if err := f.Sync(); err != nil {
 			f.Close()
 			return fmt.Errorf("fsync %s: %w", rel, err)
 		}
-		if err := dirFd.Sync(); err != nil {
-			f.Close()
-			return fmt.Errorf("fsync the directory of %s: %w", rel, err)
-		}
-		w.record(rel, 0)
-		for off := 0; off < size && ctx.Err() == nil; {
-			chunk := min(size-off, 1<<10+rng.IntN(256<<10))
-			if _, err := f.Write(want[off : off+chunk]); err != nil {
-				f.Close()
-				return fmt.Errorf("write %s: %w", rel, err)
-			}
-			off += chunk
-			if err := f.Sync(); err != nil {
-				f.Close()
-				return fmt.Errorf("fsync %s: %w", rel, err)
-			}
-			w.record(rel, off)
-		}
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("close %s: %w", rel, err)
-		}
+		w.record(rel, off)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", rel, err)
 	}
 	return nil
 }
@@ -551,7 +572,7 @@ func filesIn(dir string) ([]string, error) {
 // warmupLoop warms the hot tag again and again (files keep changing).
 type warmupLoop struct{ tag string }
 
-func (w *warmupLoop) name() string                { return "warmup" }
+func (w *warmupLoop) name() string                 { return "warmup" }
 func (w *warmupLoop) setup(t *testing.T, m *Mount) {}
 func (w *warmupLoop) run(ctx context.Context, m *Mount, cycle int, killed func() bool) error {
 	for ctx.Err() == nil {
@@ -692,3 +713,527 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// redisProc is a redis-server of a test's own, which it may stop, pause and
+// restart. Its data survives restarts (append-only file, fsynced always).
+type redisProc struct {
+	t    *testing.T
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startRedis(t *testing.T) *redisProc {
+	t.Helper()
+	needTool(t, "redis-server")
+	port := freePort(t)
+	if v := os.Getenv("DISGRAFS_FAULT_REDIS_PORT"); v != "" {
+		port, _ = strconv.Atoi(v)
+	}
+	r := &redisProc{t: t, port: port, dir: t.TempDir()}
+	r.start()
+	t.Cleanup(func() {
+		if r.cmd != nil {
+			_ = r.cmd.Process.Signal(syscall.SIGCONT)
+			_ = r.cmd.Process.Kill()
+			_ = r.cmd.Wait()
+		}
+	})
+	return r
+}
+
+func (r *redisProc) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
+
+func (r *redisProc) start(extra ...string) {
+	r.t.Helper()
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always"}, extra...)
+	r.cmd = exec.Command("redis-server", args...)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(r.port), "ping").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "PONG") {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("redis-server on port %d did not start: %v %s", r.port, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop shuts the server down cleanly (it writes its append-only file).
+func (r *redisProc) stop() {
+	r.t.Helper()
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// outageProbe stats the mount and writes a small file every half second,
+// and counts what each attempt met.
+type outageProbe struct {
+	mu      sync.Mutex
+	results map[string]int
+	longest time.Duration
+}
+
+func (p *outageProbe) run(ctx context.Context, m *Mount) {
+	p.results = map[string]int{}
+	for i := 0; ctx.Err() == nil; i++ {
+		start := time.Now()
+		err := os.WriteFile(m.Path("probe", fmt.Sprint(i%20)), []byte("probe"), 0o644)
+		if err == nil {
+			_, err = os.Stat(m.Path("probe"))
+		}
+		d := time.Since(start)
+		key := "ok"
+		var errno syscall.Errno
+		if errors.As(err, &errno) {
+			key = errno.Error()
+		} else if err != nil {
+			key = err.Error()
+		}
+		p.mu.Lock()
+		p.results[key]++
+		p.longest = max(p.longest, d)
+		p.mu.Unlock()
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// TestFaultMetadataOutage: the metadata server (Redis) restarted, or
+// unreachable (paused), for a while under a load of fsyncing writers. The
+// mount blocks or fails with EIO meanwhile, recovers by itself, and nothing
+// fsynced (or written and closed) before the outage is lost.
+func TestFaultMetadataOutage(t *testing.T) {
+	needRoot(t)
+	outage := 10 * time.Second
+	if faultLongMode(t) {
+		outage = 30 * time.Second
+	}
+	for _, kind := range []string{"restart", "unreachable"} {
+		t.Run(kind, func(t *testing.T) {
+			rs := startRedis(t)
+			meta := fmt.Sprintf("redis://%s/1", rs.addr())
+			if out, err := run(t, "format", "--meta", meta, "--storage", "file", "--bucket", t.TempDir(), "outage"); err != nil {
+				t.Fatalf("format: %v\n%s", err, out)
+			}
+			m := startMount(t, MountOpts{Meta: meta, Extra: []string{"--cache-size", "256M"}})
+			if err := os.Mkdir(m.Path("probe"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// Written and closed (not fsynced) before the outage.
+			before := stream("before", 3<<20+17)
+			if err := os.WriteFile(m.Path("before"), before, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var errMu sync.Mutex
+			errCount := map[string]int{}
+			w := &fsyncWriter{dir: "w", writers: 2, onError: func(err error) {
+				var errno syscall.Errno
+				key := err.Error()
+				if errors.As(err, &errno) {
+					key = errno.Error()
+				}
+				errMu.Lock()
+				errCount[key]++
+				errMu.Unlock()
+			}}
+			w.setup(t, m)
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); _ = w.run(ctx, m, 0, func() bool { return true }) }()
+			time.Sleep(3 * time.Second)
+			w.mu.Lock()
+			durableBefore := len(w.durable)
+			w.mu.Unlock()
+
+			pctx, pcancel := context.WithCancel(context.Background())
+			var probe outageProbe
+			var pwg sync.WaitGroup
+			pwg.Add(1)
+			go func() { defer pwg.Done(); probe.run(pctx, m) }()
+			t.Logf("%s: metadata server away for %s under load", kind, outage)
+			switch kind {
+			case "restart":
+				rs.stop()
+				time.Sleep(outage)
+				rs.start()
+			case "unreachable":
+				_ = rs.cmd.Process.Signal(syscall.SIGSTOP)
+				time.Sleep(outage)
+				_ = rs.cmd.Process.Signal(syscall.SIGCONT)
+			}
+			back := time.Now()
+			// The mount recovers by itself: a new file is written and fsynced.
+			var recovered time.Duration
+			deadline := back.Add(2 * time.Minute)
+			for i := 0; ; i++ {
+				done := make(chan error, 1)
+				go func() {
+					f, err := os.Create(m.Path(fmt.Sprintf("after-%d", i)))
+					if err == nil {
+						_, err = f.Write([]byte("after"))
+						if err == nil {
+							err = f.Sync()
+						}
+						f.Close()
+					}
+					done <- err
+				}()
+				var err error
+				select {
+				case err = <-done:
+				case <-time.After(time.Until(deadline)):
+					err = errors.New("blocked")
+				}
+				if err == nil {
+					recovered = time.Since(back)
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the mount did not recover within 2 minutes of the metadata server's return: %v\ndaemon log:\n%s", err, tail(m.Log(), 40))
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			time.Sleep(3 * time.Second) // the writers go on after the outage
+			pcancel()
+			cancel()
+			waitOr(t, &wg, 2*time.Minute, "the writers did not stop after the outage")
+			waitOr(t, &pwg, 2*time.Minute, "the probe did not stop after the outage")
+			w.mu.Lock()
+			durableAfter := len(w.durable)
+			w.mu.Unlock()
+			errMu.Lock()
+			t.Logf("%s: recovered %s after the server came back; probe results %v (slowest %s); writer errors %v; files recorded before the outage %d, at the end %d",
+				kind, recovered.Round(time.Millisecond), probe.results, probe.longest.Round(time.Millisecond), errCount, durableBefore, durableAfter)
+			errMu.Unlock()
+			if durableAfter <= durableBefore {
+				t.Errorf("the writers made no progress after the outage")
+			}
+			var r faultReport
+			w.check(t, m, -1, &r)
+			if got, err := os.ReadFile(m.Path("before")); err != nil || !bytes.Equal(got, before) {
+				r.lose("a file written and closed before the outage: %v (%d bytes)", err, len(got))
+			}
+			// And from a daemon that starts afresh.
+			m.Restart()
+			w.check(t, m, -1, &r)
+			if len(r.lost) > 0 {
+				t.Fatalf("lost after the outage:\n%s", strings.Join(r.lost, "\n"))
+			}
+			t.Logf("%s: bytes verified %d (%d file checks), files lost: 0", kind, r.bytesVerified, r.filesVerified)
+		})
+	}
+}
+
+// waitOr waits for wg or fails the test after d with a goroutine dump.
+func waitOr(t *testing.T, wg *sync.WaitGroup, d time.Duration, why string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%s within %s:\n%s", why, d, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+// dropPageCache makes the next reads reach the file system.
+func dropPageCache(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scramblePages overwrites every page of a bbolt file after its two meta
+// pages with random bytes: the file still opens, its tree is garbage.
+func scramblePages(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() <= 2*4096 {
+		t.Fatalf("%s: %d bytes, nothing past the meta pages", path, st.Size())
+	}
+	junk := stream("junk", int(st.Size()-2*4096))
+	if _, err := f.WriteAt(junk, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFaultCacheDamage: cache files deleted or corrupted behind the daemon's
+// back, and the cache's bbolt index scrambled, are detected and reported and
+// the files are read from the volume; never are wrong bytes served.
+func TestFaultCacheDamage(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--prefetch=false", "--auto-tag=false",
+		"--passthrough-min", "64K", "--passthrough-min-age", "0"}})
+	files := dataset(t, m.Path("ds"), "train", 24, 512<<10, 11)
+	warmup(t, "--tag", "train", m.Dir)
+	verify(t, files)
+	names := make([]string, 0, len(files))
+	for p := range files {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	cacheDir := status(t, m).Cache.Dir
+
+	t.Run("deleted while serving", func(t *testing.T) {
+		before := metric(t, addr, "disgrafs_cache_corrupt_files_total")
+		for _, p := range names[:4] {
+			if err := os.Remove(cacheFileOf(t, m, p)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dropPageCache(t)
+		verify(t, files)
+		if after := metric(t, addr, "disgrafs_cache_corrupt_files_total"); after < before+4 {
+			t.Errorf("4 deleted cache files: corrupt counter went from %v to %v", before, after)
+		}
+		if !strings.Contains(m.Log(), "cache file unreadable") {
+			t.Errorf("the log does not report the missing cache files:\n%s", tail(m.Log(), 20))
+		}
+		out := warmup(t, "--check", "--tag", "train", m.Dir)
+		t.Logf("after deleting 4 copies and reading everything: %s", strings.TrimSpace(out))
+	})
+
+	t.Run("corrupted while stopped, times restored", func(t *testing.T) {
+		warmup(t, "--tag", "train", m.Dir)
+		copies := map[string]string{}
+		for _, p := range names[4:8] {
+			copies[p] = cacheFileOf(t, m, p)
+		}
+		m.Unmount()
+		for p, cf := range copies {
+			st, err := os.Stat(cf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(cf, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Same length, one flipped byte in the middle, mtime put back.
+			want := files[p]
+			if _, err := f.WriteAt([]byte{want[len(want)/2] ^ 0x5a}, int64(len(want)/2)); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			if err := os.Chtimes(cf, st.ModTime(), st.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+		dropPageCache(t)
+		verify(t, files)
+		// A copy the index had not saved yet is removed at start as an
+		// unknown file instead; the others fail their checksum.
+		n := strings.Count(m.Log(), "does not match its checksum")
+		if n < 1 {
+			t.Errorf("no corrupt copy reported:\n%s", tail(m.Log(), 20))
+		}
+		t.Logf("%d of 4 corrupted copies reported by their checksum", n)
+	})
+
+	t.Run("index scrambled while stopped", func(t *testing.T) {
+		warmup(t, "--tag", "train", m.Dir)
+		m.Unmount()
+		scramblePages(t, filepath.Join(cacheDir, "index.db"))
+		if err := m.start(); err != nil {
+			t.Fatalf("a damaged cache index must not stop the mount: %v", err)
+		}
+		dropPageCache(t)
+		verify(t, files)
+		if !strings.Contains(m.Log(), "cache index is unreadable") && !strings.Contains(m.Log(), "dropping a bad cache index record") {
+			t.Logf("note: the scrambled index was not reported; the log:\n%s", tail(m.Log(), 20))
+		}
+		// It works as a cache again.
+		out := warmup(t, "--tag", "train", m.Dir)
+		verify(t, files)
+		t.Logf("warmup after a scrambled index: %s", strings.TrimSpace(out))
+	})
+}
+
+// TestFaultGraphIndexDamage: the graph index's bbolt file scrambled while
+// the daemon is stopped is refused with a message naming the way out, or
+// served correctly; the way out (move it aside, reindex) restores the tags.
+func TestFaultGraphIndexDamage(t *testing.T) {
+	needRoot(t)
+	m := startMount(t, MountOpts{Extra: []string{"--auto-tag=false"}})
+	files := dataset(t, m.Path("ds"), "train", 30, 4<<10, 12)
+	want := make([]string, 0, len(files))
+	for p := range files {
+		want = append(want, filepath.Base(p))
+	}
+	sort.Strings(want)
+	if got, _ := filesIn(m.Path(".tags", "train")); !slices.Equal(got, want) {
+		t.Fatalf(".tags/train before: %v", got)
+	}
+	m.Unmount()
+	db := filepath.Join(m.DataDir, "graph.db")
+	scramblePages(t, db)
+	damaged, _ := os.ReadFile(db)
+	m2, err := tryMount(t, MountOpts{Dir: m.Dir, DataDir: m.DataDir, Extra: []string{"--auto-tag=false"}})
+	if err != nil {
+		if !strings.Contains(err.Error(), "reindex") {
+			t.Fatalf("a scrambled graph index: want a refusal naming reindex, got %v", err)
+		}
+		if got, _ := os.ReadFile(db); !bytes.Equal(got, damaged) {
+			t.Fatal("the refused index file was modified")
+		}
+		t.Logf("refused clearly: %s", lastLine(err.Error()))
+		if err := os.Rename(db, db+".bad"); err != nil {
+			t.Fatal(err)
+		}
+		m2 = startMount(t, MountOpts{Dir: m.Dir, DataDir: m.DataDir, Extra: []string{"--auto-tag=false"}})
+		if out, err := run(t, "reindex", m2.Dir); err != nil {
+			t.Fatalf("reindex: %v\n%s", err, out)
+		}
+	}
+	got, err := filesIn(m2.Path(".tags", "train"))
+	if err != nil {
+		t.Logf("listing refused clearly: %v", err)
+	} else if !slices.Equal(got, want) {
+		t.Fatalf(".tags/train after the damage: %v, want %v", got, want)
+	}
+	verify(t, remap(files, m.Dir, m2.Dir))
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], "reindex") {
+			return lines[i]
+		}
+	}
+	return lines[len(lines)-1]
+}
+
+// remap moves the keys of files from one mountpoint to another.
+func remap(files map[string][]byte, from, to string) map[string][]byte {
+	out := make(map[string][]byte, len(files))
+	for p, b := range files {
+		out[to+strings.TrimPrefix(p, from)] = b
+	}
+	return out
+}
+
+// TestFaultSignalsDuringWarmup: SIGTERM while warmups copy files (one from
+// the CLI, one in the daemon's background) stops the daemon cleanly and
+// promptly; the cache is consistent after a remount. A lazy unmount while a
+// cached file is read through passthrough and a warmup runs keeps the open
+// file readable. (Plain unmount with open files and lazy unmount of written
+// files are in TestLifecycle.)
+func TestFaultSignalsDuringWarmup(t *testing.T) {
+	needRoot(t)
+	opts := MountOpts{Extra: []string{"--prefetch=false", "--auto-tag=false", "--passthrough-min", "64K", "--passthrough-min-age", "0"}}
+	m := startMount(t, opts)
+	files := dataset(t, m.Path("ds"), "train", 40, 2<<20, 13)
+	other := dataset(t, m.Path("other"), "other", 20, 2<<20, 14)
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		cli := exec.Command(binary(t), "warmup", "--threads", "1", "--tag", "train", m.Dir)
+		cli.Env = testEnv()
+		var cliOut lockedBuffer
+		cli.Stdout, cli.Stderr = &cliOut, &cliOut
+		if err := cli.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(t, "warmup", "--background", "--tag", "other", m.Dir); err != nil {
+			t.Fatalf("background warmup: %v\n%s", err, out)
+		}
+		// Stop it as soon as the CLI's warmup has started.
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(cliOut.String(), "warmup:"); {
+			if time.Now().After(deadline) {
+				t.Fatalf("the warmup did not start:\n%s", cliOut.String())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		start := time.Now()
+		m.Signal(syscall.SIGTERM)
+		t.Logf("the daemon stopped %s after SIGTERM during two warmups", time.Since(start).Round(time.Millisecond))
+		if m.waitErr != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", m.waitErr, tail(m.Log(), 30))
+		}
+		if !strings.Contains(m.Log(), "flushed and closed") {
+			t.Errorf("no clean shutdown in the log:\n%s", tail(m.Log(), 30))
+		}
+		cliDone := make(chan error, 1)
+		go func() { cliDone <- cli.Wait() }()
+		select {
+		case err := <-cliDone:
+			t.Logf("the CLI warmup ended with %v: %s", err, lastLine(cliOut.String()))
+		case <-time.After(30 * time.Second):
+			_ = cli.Process.Kill()
+			t.Fatalf("the CLI warmup hangs after its daemon stopped:\n%s", cliOut.String())
+		}
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("after the remount: %s", strings.TrimSpace(warmup(t, "--check", "--tag", "train", m.Dir)))
+		verify(t, files)
+		out := warmup(t, "--tag", "train", m.Dir)
+		if out = warmup(t, "--check", "--tag", "train", m.Dir); !strings.Contains(out, "(100.0%)") {
+			t.Fatalf("an interrupted warmup does not complete when run again: %s", out)
+		}
+		verify(t, files)
+		verify(t, other)
+	})
+
+	t.Run("lazy unmount while reading through passthrough", func(t *testing.T) {
+		var p string
+		for p = range files {
+			if len(files[p]) >= 256<<10 {
+				break
+			}
+		}
+		warmup(t, p)
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		half := len(files[p]) / 2
+		buf := make([]byte, len(files[p]))
+		if _, err := io.ReadFull(f, buf[:half]); err != nil {
+			t.Fatal(err)
+		}
+		evict := exec.Command(binary(t), "warmup", "--tag", "other", m.Dir)
+		evict.Env = testEnv()
+		if err := evict.Start(); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(t, "umount", "--lazy", m.Dir); err != nil {
+			t.Fatalf("umount --lazy: %v\n%s", err, out)
+		}
+		_ = evict.Wait()
+		if _, err := io.ReadFull(f, buf[half:]); err != nil {
+			t.Fatalf("read the rest after a lazy unmount: %v", err)
+		}
+		if !bytes.Equal(buf, files[p]) {
+			t.Fatal("a file read across a lazy unmount differs from what was written")
+		}
+		f.Close()
+		m.waitExit(30 * time.Second)
+		if err := m.start(); err != nil {
+			t.Fatal(err)
+		}
+		verify(t, files)
+	})
+}
