@@ -103,6 +103,8 @@ type fsyncWriter struct {
 	durable map[string]int // path relative to the mount -> fsynced length
 	// onError, when set, makes the writer go on after errors.
 	onError func(error)
+	// pause between chunks (a lighter load).
+	pause time.Duration
 }
 
 func (w *fsyncWriter) name() string { return "fsync writer" }
@@ -192,6 +194,7 @@ func (w *fsyncWriter) writeOne(ctx context.Context, m *Mount, rng *rand.Rand, di
 			return fmt.Errorf("fsync %s: %w", rel, err)
 		}
 		w.record(rel, off)
+		time.Sleep(w.pause)
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close %s: %w", rel, err)
@@ -832,7 +835,7 @@ func TestFaultMetadataOutage(t *testing.T) {
 			}
 			var errMu sync.Mutex
 			errCount := map[string]int{}
-			w := &fsyncWriter{dir: "w", writers: 2, onError: func(err error) {
+			w := &fsyncWriter{dir: "w", writers: 2, pause: 50 * time.Millisecond, onError: func(err error) {
 				var errno syscall.Errno
 				key := err.Error()
 				if errors.As(err, &errno) {
@@ -909,7 +912,7 @@ func TestFaultMetadataOutage(t *testing.T) {
 			durableAfter := len(w.durable)
 			w.mu.Unlock()
 			errMu.Lock()
-			t.Logf("%s: recovered %s after the server came back; probe results %v (slowest %s); writer errors %v; files recorded before the outage %d, at the end %d",
+			t.Logf("%s: recovered %s after the server came back; probe results %v (slowest attempt %s); writer errors %v; files recorded before the outage %d, at the end %d",
 				kind, recovered.Round(time.Millisecond), probe.results, probe.longest.Round(time.Millisecond), errCount, durableBefore, durableAfter)
 			errMu.Unlock()
 			if durableAfter <= durableBefore {
