@@ -757,7 +757,7 @@ func (r *redisProc) start(extra ...string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(r.port), "ping").CombinedOutput()
-		if err == nil && strings.Contains(string(out), "PONG") {
+		if err == nil && (strings.Contains(string(out), "PONG") || strings.Contains(string(out), "NOAUTH")) {
 			return
 		}
 		if time.Now().After(deadline) {
