@@ -725,23 +725,10 @@ type redisProc struct {
 	cmd  *exec.Cmd
 }
 
+// (DISGRAFS_FAULT_REDIS_PORT sets its port, a free one by default.)
 func startRedis(t *testing.T) *redisProc {
 	t.Helper()
-	needTool(t, "redis-server")
-	port := freePort(t)
-	if v := os.Getenv("DISGRAFS_FAULT_REDIS_PORT"); v != "" {
-		port, _ = strconv.Atoi(v)
-	}
-	r := &redisProc{t: t, port: port, dir: t.TempDir()}
-	r.start()
-	t.Cleanup(func() {
-		if r.cmd != nil {
-			_ = r.cmd.Process.Signal(syscall.SIGCONT)
-			_ = r.cmd.Process.Kill()
-			_ = r.cmd.Wait()
-		}
-	})
-	return r
+	return startRedisWith(t)
 }
 
 func (r *redisProc) addr() string { return fmt.Sprintf("127.0.0.1:%d", r.port) }
@@ -750,10 +737,11 @@ func (r *redisProc) start(extra ...string) {
 	r.t.Helper()
 	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always"}, extra...)
-	r.cmd = exec.Command("redis-server", args...)
-	if err := r.cmd.Start(); err != nil {
+	cmd := exec.Command("redis-server", args...)
+	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
+	r.cmd = cmd
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		out, err := exec.Command("redis-cli", "-p", strconv.Itoa(r.port), "ping").CombinedOutput()

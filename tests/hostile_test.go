@@ -92,13 +92,15 @@ func startRedisWith(t *testing.T, extra ...string) *redisProc {
 		fmt.Sscan(v, &port)
 	}
 	r := &redisProc{t: t, port: port, dir: t.TempDir()}
-	r.start(extra...)
+	// Registered first: a server that starts but never answers is stopped too.
 	t.Cleanup(func() {
 		if r.cmd != nil {
+			_ = r.cmd.Process.Signal(syscall.SIGCONT)
 			_ = r.cmd.Process.Kill()
 			_ = r.cmd.Wait()
 		}
 	})
+	r.start(extra...)
 	return r
 }
 
