@@ -617,7 +617,10 @@ func (f *fioLoad) run(ctx context.Context, m *Mount, cycle int, killed func() bo
 }
 func (f *fioLoad) check(t *testing.T, m *Mount, cycle int, r *faultReport) {}
 
-// faultSteps are the activities of every kill -9 cycle.
+// faultSteps are the activities of every kill -9 cycle. A subsystem adds
+// its own: e.g. preallocated creates (issue 5) add a step whose run creates
+// files and records those it fsynced (file and directory), and whose check
+// requires each recorded file under its real name with its bytes.
 func faultSteps() []faultStep {
 	hot := &hotFiles{dir: "hot", tag: "hot", n: 12}
 	return []faultStep{
