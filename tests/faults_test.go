@@ -602,8 +602,9 @@ func (f *fioLoad) run(ctx context.Context, m *Mount, cycle int, killed func() bo
 	for ctx.Err() == nil {
 		cmd := exec.CommandContext(ctx, "fio", "--name=k", "--directory="+m.Path(f.dir),
 			"--size=8M", "--rw=randwrite", "--bsrange=4k-128k", "--ioengine=psync",
-			"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--fsync=8", "--numjobs=1")
+			"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--fsync=8", "--numjobs=1", "--verify_state_save=0")
 		cmd.WaitDelay = 5 * time.Second // fio's job processes hold its output
+		cmd.Dir = m.Path(f.dir)
 		out, err := cmd.CombinedOutput()
 		if err != nil && !killed() && ctx.Err() == nil {
 			return fmt.Errorf("fio while the daemon was alive: %v\n%s", err, out)

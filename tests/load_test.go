@@ -165,8 +165,9 @@ func TestLoad(t *testing.T) {
 	client("fio runs", func() {
 		cmd := exec.CommandContext(ctx, "fio", "--directory="+m.Path("fio"), "--ioengine=psync", "--size=4M", "--bsrange=4k-128k",
 			"--name=w", "--rw=randwrite", "--numjobs=8", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-			"--name=r", "--rw=randread", "--numjobs=8")
+			"--name=r", "--rw=randread", "--numjobs=8", "--verify_state_save=0")
 		cmd.WaitDelay = 5 * time.Second
+		cmd.Dir = m.Path("fio")
 		out, err := cmd.CombinedOutput()
 		if ctx.Err() != nil {
 			return // stopped at the end of the run
