@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/disgrafs/disgrafs/version.Version=$(VERSION)
 export CGO_ENABLED := 1
 
-.PHONY: build test test-unit test-integration test-faults bench generate lint clean
+.PHONY: build test test-unit test-integration bench generate lint clean
 
 build:
 	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/disgrafs
@@ -23,11 +23,6 @@ test-unit:
 test-integration: build
 	DISGRAFS_BIN=$(abspath $(BIN)) $(GO) test -tags '$(TAGS)' -count=1 -timeout 40m -v ./tests/...
 
-# Faults (kill -9 cycles, metadata outages, damaged files), load, bounded in
-# time; DISGRAFS_FAULT_CYCLES=N for a long run. scripts/test.sh runs it too.
-test-faults: build
-	scripts/test-faults.sh
-
 bench: build
 	scripts/bench.sh
 
@@ -40,3 +35,9 @@ lint:
 
 clean:
 	rm -rf bin
+
+.PHONY: test-faults
+# Faults (kill -9 cycles, metadata outages, damaged files), load, bounded in
+# time; DISGRAFS_FAULT_CYCLES=N for a long run. scripts/test.sh runs it too.
+test-faults: build
+	scripts/test-faults.sh
