@@ -41,3 +41,9 @@ lint:
 
 clean:
 	rm -rf bin
+
+.PHONY: test-faults
+# Faults (kill -9 cycles, metadata outages, damaged files), load, bounded in
+# time; DISGRAFS_FAULT_CYCLES=N for a long run. scripts/test.sh runs it too.
+test-faults: build
+	scripts/test-faults.sh

@@ -34,5 +34,8 @@ echo "== go vet"
 go vet -tags "$TAGS" ./...
 echo "== unit tests"
 go test -tags "$TAGS" -count=1 $(go list -tags "$TAGS" ./... | grep -v '/tests$')
+echo "== fuzzing (10 s per target)"
+scripts/test-fuzz.sh 10s
 echo "== integration tests (real FUSE mounts)"
-DISGRAFS_BIN=$BIN go test -tags "$TAGS" -count=1 -timeout 45m -v ./tests/
+DISGRAFS_BIN=$BIN go test -tags "$TAGS" -count=1 -timeout 45m -v -skip '^(TestFault|TestLoad)' ./tests/
+scripts/test-faults.sh
