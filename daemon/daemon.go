@@ -238,6 +238,9 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		return nil, fmt.Errorf("mount did not come up: %w", err)
 	}
 	d.runCache()
+	if d.tags != nil && d.markTagsRunning() {
+		d.reindexAfterCrash()
+	}
 
 	if err := d.startBPF(ctx); err != nil {
 		return nil, err
@@ -431,10 +434,14 @@ func (d *Daemon) shutdown() error {
 	if d.tags != nil {
 		// Land queued index changes before the writer stops.
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := d.tags.svc.Sync(sctx); err != nil {
+		err := d.tags.svc.Sync(sctx)
+		if err != nil {
 			d.log.Warn("index changes left unapplied; 'disgrafs reindex' repairs the index", "pending", d.tags.svc.Pending(), "error", err)
 		}
 		scancel()
+		if err == nil {
+			_ = os.Remove(d.dirtyMarker())
+		}
 	}
 	if d.cache != nil && d.cache.learner != nil {
 		if err := d.cache.learner.Flush(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +58,42 @@ func (d *Daemon) stateDir() string {
 	// One index per volume and mountpoint: two daemons of one node may mount
 	// the same shared volume.
 	return filepath.Join(d.cfg.DataDir, "state", d.vol.Format.UUID+"-"+filepath.Base(d.paths.Socket[:len(d.paths.Socket)-5]))
+}
+
+// dirtyMarker exists while a daemon runs with tags on: finding it at start
+// means the previous run did not stop cleanly, and index changes it still held
+// in memory may be missing from the index (the xattrs have them).
+func (d *Daemon) dirtyMarker() string { return filepath.Join(d.stateDir(), "tags.running") }
+
+// markTagsRunning creates the marker and reports whether the last run left it.
+func (d *Daemon) markTagsRunning() (unclean bool) {
+	path := d.dirtyMarker()
+	if _, err := os.Stat(path); err == nil {
+		unclean = true
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
+		_ = os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+	}
+	return unclean
+}
+
+// reindexAfterCrash rebuilds the index from the xattrs in the background
+// after an unclean stop; listings are complete again when it finishes.
+func (d *Daemon) reindexAfterCrash() {
+	d.log.Warn("the last run did not stop cleanly: rebuilding the tag index from the xattrs in the background")
+	go func() {
+		p, err := d.tags.svc.Reindex(d.bg, d.tags.files, func(tagging.Progress) {})
+		if err != nil {
+			if d.bg.Err() == nil {
+				d.log.Error("rebuilding the tag index after an unclean stop; run 'disgrafs reindex'", "error", err)
+			}
+			return
+		}
+		if d.fs != nil {
+			d.fs.TagsChanged()
+		}
+		d.log.Info("tag index rebuilt after an unclean stop", "files", p.Scanned, "tagged", p.Tagged, "stale_dropped", p.Forgotten)
+	}()
 }
 
 func (d *Daemon) openGraph(ctx context.Context) (graph.Store, string, string, error) {

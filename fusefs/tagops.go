@@ -164,6 +164,11 @@ func (fs *FS) untag(h *fuse.InHeader, name string) fuse.Status {
 		return fs.tags.errno("untag", err)
 	}
 	fs.tags.sync(tctx)
+	// The kernel drops the file's link count after a successful unlink; the
+	// file itself is untouched, so make it ask for the attributes again.
+	if fs.server != nil {
+		fs.server.InodeNotify(ino, -1, 0)
+	}
 	return fuse.OK
 }
 

@@ -418,3 +418,43 @@ func TestAutoTags(t *testing.T) {
 	wantNames(t, m.Path(".tags", "train"), "001.png") // one file: no tag narrows it
 	wantNames(t, m.Path(".query", "train and image"), "001.png")
 }
+
+// TestIndexRebuiltAfterCrash: index changes still queued in memory are lost
+// with a killed daemon, their xattrs are not; the next start notices the
+// unclean stop and rebuilds the index from the xattrs.
+func TestIndexRebuiltAfterCrash(t *testing.T) {
+	needRoot(t)
+	dataDir, dir := t.TempDir(), t.TempDir()
+	m := startMount(t, MountOpts{Dir: dir, DataDir: dataDir, Extra: []string{"--auto-tag=false"}})
+	for i := 0; i < 20; i++ {
+		p := m.Path(fmt.Sprintf("f%02d", i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Setxattr(p, "user.xdg.tags", []byte("crashed"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.Kill9()
+	if out, err := run(t, "umount", dir); err != nil {
+		t.Fatalf("umount of the dead mount: %v\n%s", err, out)
+	}
+	m2 := startMount(t, MountOpts{Dir: dir, DataDir: dataDir, Extra: []string{"--auto-tag=false"}})
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(m2.Log(), "tag index rebuilt after an unclean stop") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rebuild after a killed daemon:\n%s", m2.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ents, err := os.ReadDir(m2.Path(".tags", "crashed"))
+	if err != nil || len(ents) != 20 {
+		t.Fatalf(".tags/crashed after the rebuild: %d entries, %v", len(ents), err)
+	}
+	// A clean stop leaves nothing to rebuild.
+	m2.Restart()
+	time.Sleep(500 * time.Millisecond)
+	if n := strings.Count(m2.Log(), "did not stop cleanly"); n != 1 { // the log spans both runs
+		t.Fatalf("%d rebuilds, want only the one after the crash:\n%s", n, m2.Log())
+	}
+}
