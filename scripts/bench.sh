@@ -58,6 +58,14 @@ if [ "${BENCH_BPF:-1}" = 1 ]; then
   echo "bench: eBPF overhead in bench-results/bpf-$stamp.md" >&2
 fi
 
+# The payoff of eBPF for the cache: a hot set read through passthrough keeps
+# its place while warmups churn a small cache, with --bpf=on against off.
+if [ "${BENCH_BPF:-1}" = 1 ]; then
+  go build -o bin/recencybench ./bench/recencybench
+  "${sudo[@]}" bin/recencybench -disgrafs bin/disgrafs -workdir "$workdir/recency" > "bench-results/recency-$stamp.md"
+  echo "bench: eBPF recency payoff in bench-results/recency-$stamp.md" >&2
+fi
+
 # Tags: listing and walking a 100,000-file tag directory, tagging, related
 # queries; bbolt at full size, the Bolt server (NornicDB) at a size it can take.
 if [ "${BENCH_TAGS:-1}" = 1 ]; then
