@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/disgrafs/disgrafs/graph"
@@ -24,6 +25,10 @@ type Learner struct {
 	window time.Duration
 	// perProc bounds how many recent opens of one process pair with a new one.
 	perProc int
+
+	// fromReads: eBPF reports which files each process reads; opens
+	// reported by the daemon are then ignored (eBPF sees them as reads too).
+	fromReads atomic.Bool
 
 	mu      sync.Mutex
 	recent  map[uint32][]opened
@@ -47,8 +52,23 @@ func NewLearner(sink EdgeSink, met *Metrics, log *slog.Logger) *Learner {
 		recent: map[uint32][]opened{}, pending: map[[2]uint64]float64{}}
 }
 
-// Opened records that process pid opened ino; it never blocks on I/O.
+// UseReads switches the learner to reads reported by eBPF (Read): files read
+// together by one process, also through long-lived opens the daemon saw once.
+func (l *Learner) UseReads() { l.fromReads.Store(true) }
+
+// Opened records that process pid opened ino (unless the learner uses reads);
+// it never blocks on I/O.
 func (l *Learner) Opened(pid uint32, ino uint64) {
+	if l.fromReads.Load() {
+		return
+	}
+	l.observe(pid, ino)
+}
+
+// Read records that process pid read ino (from eBPF's per-process counts).
+func (l *Learner) Read(pid uint32, ino uint64) { l.observe(pid, ino) }
+
+func (l *Learner) observe(pid uint32, ino uint64) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -59,3 +59,33 @@ func TestLearnerWritesCoAccessEdges(t *testing.T) {
 		}
 	}
 }
+
+func TestLearnerFromReads(t *testing.T) {
+	ctx := context.Background()
+	st, err := boltstore.Open(filepath.Join(t.TempDir(), "graph.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	l := NewLearner(st, nil, nil)
+	l.UseReads()
+	l.Opened(1, 10) // the daemon's opens no longer count once eBPF reports reads
+	l.Opened(1, 11)
+	l.Read(2, 20) // files read together by process 2
+	l.Read(2, 21)
+	if err := l.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ino  uint64
+		want int
+	}{{10, 0}, {20, 1}} {
+		got, err := st.CoAccessed(ctx, graph.FileID(c.ino), 10, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != c.want {
+			t.Errorf("co-accessed with %d: %d files, want %d", c.ino, len(got), c.want)
+		}
+	}
+}

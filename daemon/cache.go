@@ -461,16 +461,31 @@ func (d *Daemon) warmupSet(ctx context.Context, req control.WarmupRequest) ([]ui
 
 // feedCacheFromBPF gives the cache the recency of reads the daemon never sees
 // (passthrough and the page cache): a file read through a long-lived open
-// stays hot although it was opened once. Without eBPF, opens count.
+// stays hot although it was opened once; and the co-access learner the files
+// each process reads together. Without eBPF, opens count for both.
 func (d *Daemon) feedCacheFromBPF() {
 	if d.cache == nil {
 		return
 	}
-	c := d.cache.c
+	c, learner := d.cache.c, d.cache.learner
+	if d.bpf == nil || d.bpf.tracer == nil {
+		return // eBPF is off: opens count
+	}
+	if learner != nil {
+		learner.UseReads()
+	}
 	d.AddBPFSink(func(dr bpf.Drained) {
 		for _, in := range dr.Inodes {
 			if sp := in.Split(); sp.Passthrough > 0 || sp.PageCache > 0 {
 				c.Touch(in.Ino)
+			}
+		}
+		// Files read by one process in the same interval were read together.
+		if learner != nil {
+			for _, p := range dr.Procs {
+				if p.Bytes > 0 {
+					learner.Read(p.Tgid, p.Ino)
+				}
 			}
 		}
 	})
