@@ -45,13 +45,21 @@ func (c *reqContext) Duration() time.Duration { return time.Since(c.start) }
 func (c *reqContext) Cancel()                 { c.canceled = true }
 func (c *reqContext) Err() error              { return syscall.EINTR }
 
+// interruptGrace is how long a request runs before the kernel's interrupt
+// cancels it. Threads blocked in a system call on the mount get signals that
+// are not meant to stop it (the Go runtime preempts with SIGURG); the kernel
+// forwards each as an INTERRUPT, and honouring it at once would fail a quick
+// removexattr or rename with EINTR that the caller never asked for. A request
+// blocked longer (the metadata engine down) is still interrupted.
+const interruptGrace = time.Second
+
 func (c *reqContext) Canceled() bool {
 	if c.canceled {
 		return true
 	}
 	select {
 	case <-c.cancel:
-		return true
+		return time.Since(c.start) >= interruptGrace
 	default:
 		return false
 	}
