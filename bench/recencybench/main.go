@@ -34,7 +34,7 @@ type config struct {
 	hot, hotMiB            int
 	churn, churnKiB        int
 	rounds                 int
-	budgetMiB, readsPerRnd int
+	budgetMiB              int
 }
 
 func main() {
