@@ -30,11 +30,11 @@ import (
 )
 
 type config struct {
-	bin, work              string
-	hot, hotMiB            int
-	churn, churnKiB        int
-	rounds                 int
-	budgetMiB              int
+	bin, work       string
+	hot, hotMiB     int
+	churn, churnKiB int
+	rounds          int
+	budgetMiB       int
 }
 
 func main() {
