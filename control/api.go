@@ -139,6 +139,11 @@ type PreallocInfo struct {
 	RenameRetries uint64            `json:"rename_retries"`
 	Conflicts     uint64            `json:"conflicts"`
 	Lost          uint64            `json:"lost"`
+	AsyncClose    bool              `json:"async_close"`
+	ClosesPending int               `json:"async_closes_pending"`
+	ClosesLanded  uint64            `json:"async_closes_landed"`
+	CloseErrors   uint64            `json:"async_close_errors"`
+	ClosesLost    uint64            `json:"async_closes_lost"`
 	Recent        []PreallocEvent   `json:"recent_conflicts,omitempty"`
 	Errors        map[string]string `json:"errors,omitempty"`
 }

@@ -26,6 +26,9 @@ type PreallocConfig struct {
 	Pool int
 	// NoSync skips the journal's fsync.
 	NoSync bool
+	// AsyncClose answers closes of files created in the directories before
+	// their data is committed (prealloc/asyncclose.go).
+	AsyncClose bool
 	// RenameDelay holds background renames until files are this old.
 	RenameDelay time.Duration
 	// NegativeTTL answers lookups of missing names from a background listing.
@@ -50,6 +53,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 	m, err := prealloc.Open(ctx, prealloc.Options{
 		JournalPath: filepath.Join(dir, "prealloc.db"),
 		NoSync:      pc.NoSync,
+		AsyncClose:  pc.AsyncClose,
 		Dirs:        dirs,
 		PoolSize:    pc.Pool,
 		RenameDelay: pc.RenameDelay,
@@ -63,7 +67,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 	}
 	d.pre = m
 	fo.Prealloc = m
-	d.log.Info("pre-allocation on", "dirs", pc.Dirs, "pool", pc.Pool, "node", m.Node())
+	d.log.Info("pre-allocation on", "dirs", pc.Dirs, "pool", pc.Pool, "node", m.Node(), "async_close", pc.AsyncClose)
 	return nil
 }
 
@@ -118,7 +122,8 @@ func (d *Daemon) preallocInfo() *control.PreallocInfo {
 	s := d.pre.Stats()
 	info := &control.PreallocInfo{Node: s.Node, Journal: s.Journal, PoolSize: s.PoolSize, PoolFiles: s.PoolFiles,
 		PoolByDir: s.Dirs, Hits: s.Hits, Misses: s.Misses, Pending: s.Pending, Landed: s.Landed,
-		RenameRetries: s.RenameRetries, Conflicts: s.Conflicts, Lost: s.Lost, Errors: s.Errors}
+		RenameRetries: s.RenameRetries, Conflicts: s.Conflicts, Lost: s.Lost, Errors: s.Errors,
+		AsyncClose: s.AsyncClose, ClosesPending: s.ClosesPending, ClosesLanded: s.ClosesLanded, CloseErrors: s.CloseErrors, ClosesLost: s.ClosesLost}
 	for _, c := range s.RecentConflict {
 		info.Recent = append(info.Recent, control.PreallocEvent{Ino: c.Ino, Parent: c.Parent, Name: c.Name, LandedAs: c.Landed, Reason: c.Reason, At: c.At})
 	}

@@ -59,6 +59,7 @@ type FS struct {
 	cache  *cacheState // nil when the whole-file cache is off
 
 	preDirs sync.Map // pre-allocation directory inode -> *cachedDirAttr
+	async   sync.Map // handle -> *asyncHandle (async close)
 
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
@@ -260,6 +261,9 @@ func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Attr
 	}
 	if in.Valid&fuse.FATTR_SIZE != 0 {
 		fs.invalidate(in.NodeId)
+		if in.Valid&fuse.FATTR_FH != 0 {
+			fs.asyncTruncated(in.Fh, in.Size)
+		}
 	}
 	out.SetTimeout(fs.replyAttr(ctx, e, &out.Attr))
 	return fuse.OK
@@ -503,6 +507,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	}
 	out.Fh = fh
 	fs.markWritten(fh)
+	fs.trackAsync(fh, uint64(e.Inode), in.NodeId, name, e.Attr.Length)
 	if fs.cache != nil {
 		fs.trackCreated(uint64(e.Inode), fh)
 	}
@@ -518,6 +523,9 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 		return fuse.Status(syscall.EISDIR)
 	}
 	ctx := newContext(cancel, &in.InHeader)
+	if errno := fs.asyncWaitOpen(ctx, in.NodeId); errno != 0 {
+		return st(errno)
+	}
 	e, fh, err := fs.v.Open(ctx, meta.Ino(in.NodeId), in.Flags)
 	if err != 0 {
 		return st(err)
@@ -571,13 +579,18 @@ func (fs *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint
 	if err != 0 {
 		return 0, st(err)
 	}
+	fs.asyncWrote(in.Fh, in.Offset+uint64(len(data)))
 	return uint32(len(data)), fuse.OK
 }
 
 // Flush commits a file's buffered writes when a descriptor is closed.
 func (fs *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	fs.ops.inc(OpFlush)
-	return st(fs.v.Flush(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Fh, in.LockOwner))
+	ctx := newContext(cancel, &in.InHeader)
+	if fs.asyncFlush(ctx, in.Fh) {
+		return fuse.OK
+	}
+	return st(fs.v.Flush(ctx, meta.Ino(in.NodeId), in.Fh, in.LockOwner))
 }
 
 // Fsync persists a file's data and metadata.
@@ -600,6 +613,9 @@ func (fs *FS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 // Release closes a file handle.
 func (fs *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	fs.ops.inc(OpRelease)
+	if fs.asyncRelease(in.NodeId, in.Fh) {
+		return
+	}
 	fs.v.Release(newContext(cancel, &in.InHeader), meta.Ino(in.NodeId), in.Fh)
 	if fs.cache != nil {
 		fs.releaseCached(in.Fh)
@@ -656,6 +672,7 @@ func (fs *FS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 func (fs *FS) setLk(cancel <-chan struct{}, in *fuse.LkIn, block bool) fuse.Status {
 	fs.ops.inc(OpLock)
 	ctx := newContext(cancel, &in.InHeader)
+	fs.asyncLocked(in.Fh)
 	if in.LkFlags&fuse.FUSE_LK_FLOCK != 0 {
 		return st(fs.v.Flock(ctx, meta.Ino(in.NodeId), in.Fh, in.Owner, in.Lk.Typ, block))
 	}

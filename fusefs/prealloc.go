@@ -35,6 +35,15 @@ func (w VFSVolume) Lookup(ctx context.Context, parent uint64, name string) (uint
 	return uint64(e.Inode), e.Attr, 0
 }
 
+// GetAttr implements prealloc.Volume.
+func (w VFSVolume) GetAttr(ctx context.Context, ino uint64) (*meta.Attr, syscall.Errno) {
+	e, st := w.V.GetAttr(rootCtx(ctx), meta.Ino(ino), 0)
+	if st != 0 {
+		return nil, st
+	}
+	return e.Attr, 0
+}
+
 // Mkdir implements prealloc.Volume.
 func (w VFSVolume) Mkdir(ctx context.Context, parent uint64, name string, mode uint32) (uint64, syscall.Errno) {
 	e, st := w.V.Mkdir(rootCtx(ctx), meta.Ino(parent), name, uint16(mode), 0)
@@ -150,6 +159,7 @@ func (fs *FS) preCreate(ctx *reqContext, in *fuse.CreateIn, name string, out *fu
 		if ok {
 			out.Fh = c.Fh
 			fs.markWritten(c.Fh)
+			fs.trackAsync(c.Fh, c.Ino, in.NodeId, name, c.Attr.Length)
 			if fs.cache != nil {
 				fs.trackCreated(c.Ino, c.Fh)
 			}

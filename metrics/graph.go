@@ -40,7 +40,6 @@ const (
 	ErrKindOther       = "other"
 )
 
-
 // GraphDurationBuckets (seconds) span a bbolt lookup (tens of µs) to a slow
 // remote graph (seconds).
 var GraphDurationBuckets = []float64{

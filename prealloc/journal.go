@@ -107,7 +107,7 @@ func openJournal(path string, noSync bool) (*journal, error) {
 		}
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketPool, bucketPending} {
+		for _, b := range [][]byte{bucketMeta, bucketPool, bucketPending, bucketCloses} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -201,7 +201,7 @@ func (j *journal) check() error {
 				return err
 			}
 		}
-		return nil
+		return checkCloses(tx)
 	})
 }
 

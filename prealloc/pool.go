@@ -141,9 +141,13 @@ func (m *Manager) fillOnce(always bool) {
 		for _, q := range m.pools {
 			have := len(q.free) + q.inflight
 			if have >= m.opts.PoolSize {
+				q.filling = false
 				continue
 			}
-			if always || q.inflight > 0 || float64(len(q.free)) < m.opts.RefillBelow*float64(m.opts.PoolSize) {
+			// A refill that started goes on until the pool is full, even
+			// when a moment comes with no file in flight.
+			if always || q.filling || float64(len(q.free)) < m.opts.RefillBelow*float64(m.opts.PoolSize) {
+				q.filling = true
 				p = q
 				break
 			}
@@ -234,10 +238,14 @@ func (m *Manager) initMetrics(r prometheus.Registerer) error {
 		func() float64 { return float64(m.poolFiles()) })
 	pend := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prealloc_pending_renames", Help: "Creates answered from a pool whose rename has not landed yet."},
 		func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return float64(len(m.byIno)) })
+	cs := []prometheus.Collector{m.mHits, m.mMisses, m.mConflicts, m.mLost, m.mLatency, pool, pend}
+	if m.cl != nil {
+		cs = append(cs, m.cl.collectors(m)...)
+	}
 	if r == nil {
 		return nil
 	}
-	for _, c := range []prometheus.Collector{m.mHits, m.mMisses, m.mConflicts, m.mLost, m.mLatency, pool, pend} {
+	for _, c := range cs {
 		if err := r.Register(c); err != nil {
 			return fmt.Errorf("prealloc metrics: %w", err)
 		}
@@ -268,6 +276,11 @@ func (m *Manager) Stats() Stats {
 	s.Pending = len(m.byIno)
 	s.RecentConflict = append([]Conflict(nil), m.recent...)
 	m.mu.Unlock()
+	if c := m.cl; c != nil {
+		s.AsyncClose = true
+		s.ClosesPending = c.pending()
+		s.ClosesLanded, s.CloseErrors, s.ClosesLost = c.landed.Load(), c.errs.Load(), c.lost.Load()
+	}
 	return s
 }
 
@@ -275,6 +288,12 @@ func (m *Manager) Stats() Stats {
 // handles (they stay in the pool for the next mount) and the journal.
 // Renames still pending when ctx ends stay journaled for the next mount.
 func (m *Manager) Close(ctx context.Context) error {
+	// Async closes first: until they commit, their data exists only in this
+	// process. They get a longer budget than renames, which the journal can
+	// always finish later.
+	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	closesLeft := m.drainCloses(cctx)
+	ccancel()
 	m.mu.Lock()
 	m.closing = true
 	es := make([]*entry, 0, len(m.byIno))
@@ -301,6 +320,9 @@ func (m *Manager) Close(ctx context.Context) error {
 		m.vol.Release(background(), s.Ino, s.fh)
 	}
 	jerr := m.j.close()
+	if closesLeft > 0 {
+		return fmt.Errorf("prealloc: %d async closes had not committed their data after 5 minutes (journaled; the next mount reports them)", closesLeft)
+	}
 	if left > 0 {
 		return fmt.Errorf("prealloc: %d renames still pending (journaled; the next mount finishes them)", left)
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	// background listing of an enabled directory younger than this without
 	// a metadata round trip (see names.go).
 	NegativeTTL time.Duration
+	// AsyncClose answers closes of files created in enabled directories once
+	// journaled and commits their data in the background (asyncclose.go).
+	AsyncClose bool
 	// Renamers and Fillers are the background concurrency (default 4 each).
 	Renamers, Fillers int
 	Volume            Volume
@@ -100,6 +103,11 @@ type Stats struct {
 	Lost           uint64            `json:"lost"`
 	RenameRetries  uint64            `json:"rename_retries"`
 	RecentConflict []Conflict        `json:"recent_conflicts,omitempty"`
+	AsyncClose     bool              `json:"async_close"`
+	ClosesPending  int               `json:"async_closes_pending"`
+	ClosesLanded   uint64            `json:"async_closes_landed"`
+	CloseErrors    uint64            `json:"async_close_errors"`
+	ClosesLost     uint64            `json:"async_closes_lost"`
 	Errors         map[string]string `json:"errors,omitempty"`
 }
 
@@ -120,6 +128,7 @@ type pool struct {
 	path     string
 	free     []*slot
 	inflight int
+	filling  bool // a refill is under way: fill up to PoolSize
 }
 
 type entry struct {
@@ -151,6 +160,8 @@ type Manager struct {
 	closing  bool
 	recent   []Conflict
 	errs     map[string]string
+
+	cl *closer // async close; nil when off
 
 	invalidate atomic.Pointer[Invalidator]
 	names      map[uint64]*dirNames
@@ -222,6 +233,9 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		_ = j.close()
 		return nil, err
 	}
+	if o.AsyncClose {
+		m.cl = newCloser()
+	}
 	if err := m.makeDirs(ctx, poolRecs, pendRecs); err != nil {
 		return fail(err)
 	}
@@ -234,6 +248,16 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 	sort.Slice(pendRecs, func(a, b int) bool { return pendRecs[a].Created.Before(pendRecs[b].Created) })
 	if err := m.initMetrics(o.Registerer); err != nil {
 		return fail(err)
+	}
+	// Closes a crash left uncommitted are checked even with async close off
+	// now: their report must not be lost with the option.
+	if err := m.replayCloses(ctx); err != nil {
+		return fail(err)
+	}
+	if c := m.cl; c != nil {
+		c.running.Store(true)
+		c.wg.Add(1)
+		go m.closeLoop()
 	}
 	m.wg.Add(1)
 	go func() {
@@ -509,6 +533,9 @@ func (m *Manager) landNow(ctx context.Context, e *entry) (uint64, string, error)
 // WaitIno waits until ino's rename has landed (landing it now) and returns
 // the error it landed with: what fsync reports.
 func (m *Manager) WaitIno(ctx context.Context, ino uint64) error {
+	if err := m.WaitClosed(ctx, ino); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	e := m.byIno[ino]
 	if e == nil {
@@ -527,6 +554,9 @@ func (m *Manager) WaitIno(ctx context.Context, ino uint64) error {
 
 // WaitDir waits for every pending rename into dir; the first error is returned.
 func (m *Manager) WaitDir(ctx context.Context, dir uint64) error {
+	if err := m.waitClosesInDir(ctx, dir); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	var es []*entry
 	for _, e := range m.byIno {

@@ -12,6 +12,8 @@ import (
 type Volume interface {
 	// Lookup resolves a name.
 	Lookup(ctx context.Context, parent uint64, name string) (uint64, *meta.Attr, syscall.Errno)
+	// GetAttr reads a file's attributes.
+	GetAttr(ctx context.Context, ino uint64) (*meta.Attr, syscall.Errno)
 	// Mkdir makes a directory (EEXIST when the name is taken).
 	Mkdir(ctx context.Context, parent uint64, name string, mode uint32) (uint64, syscall.Errno)
 	// CreateOpen creates an empty file exclusively and keeps it open for

@@ -583,11 +583,11 @@ func TestPreallocNegativeCache(t *testing.T) {
 	}
 }
 
-// The metadata engine goes away while a rename is pending: the rename waits
-// (JuiceFS's client retries inside the call; errors it gives up with are
-// retried by the renamer with backoff), the open file keeps taking writes,
-// and once the engine is back fsync lands the name with all the data.
-func TestPreallocMetaDown(t *testing.T) {
+// metaProxy formats a shared volume and starts a toxiproxy in front of its
+// Redis; it returns the direct and the proxied metadata URLs and a function
+// that calls the proxy's API (the proxy is named "meta").
+func metaProxy(t *testing.T, name string) (direct, proxied string, toxi func(method, path, body string)) {
+	t.Helper()
 	home, _ := os.UserHomeDir()
 	tp := filepath.Join(home, ".cache/disgrafs/bin/server")
 	_, err := os.Stat(tp)
@@ -604,7 +604,7 @@ func TestPreallocMetaDown(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	api := "http://127.0.0.1:" + apiPort
-	toxi := func(method, path, body string) {
+	toxi = func(method, path, body string) {
 		t.Helper()
 		for i := 0; ; i++ {
 			req, _ := http.NewRequest(method, api+path, strings.NewReader(body))
@@ -623,8 +623,16 @@ func TestPreallocMetaDown(t *testing.T) {
 		}
 	}
 	toxi("POST", "/proxies", fmt.Sprintf(`{"name":"meta","listen":%q,"upstream":%q,"enabled":true}`, proxyAddr, redisHostPort))
-	direct, _ := formatShared(t, "predown")
-	proxied := strings.Replace(direct, redisHostPort, proxyAddr, 1)
+	direct, _ = formatShared(t, name)
+	return direct, strings.Replace(direct, redisHostPort, proxyAddr, 1), toxi
+}
+
+// The metadata engine goes away while a rename is pending: the rename waits
+// (JuiceFS's client retries inside the call; errors it gives up with are
+// retried by the renamer with backoff), the open file keeps taking writes,
+// and once the engine is back fsync lands the name with all the data.
+func TestPreallocMetaDown(t *testing.T) {
+	_, proxied, toxi := metaProxy(t, "predown")
 	m := startMount(t, MountOpts{Meta: proxied, Extra: []string{"--prealloc", "v", "--prealloc-pool", "4", "--prealloc-rename-delay", "2s"}})
 	waitPreallocPool(t, m, 4)
 	f, err := os.Create(m.Path("v", "during-outage"))

@@ -217,7 +217,15 @@ func printStatus(w io.Writer, s control.Status) {
 		fmt.Fprintf(tw, "Pre-allocation:\tnode %s, journal %s\n", p.Node, p.Journal)
 		fmt.Fprintf(tw, "Pre-allocated:\t%d files ready (pool %d per directory), %d hits, %d misses, %d renames pending, %d landed, %d retries, %d conflicts, %d lost\n",
 			p.PoolFiles, p.PoolSize, p.Hits, p.Misses, p.Pending, p.Landed, p.RenameRetries, p.Conflicts, p.Lost)
+		if p.AsyncClose {
+			fmt.Fprintf(tw, "Async close:\ton, %d commits pending, %d landed, %d failed, %d lost in a crash\n",
+				p.ClosesPending, p.ClosesLanded, p.CloseErrors, p.ClosesLost)
+		}
 		for _, c := range p.Recent {
+			if c.LandedAs == c.Name {
+				fmt.Fprintf(tw, "  file:\t%s (parent %d): %s\n", c.Name, c.Parent, c.Reason)
+				continue
+			}
 			fmt.Fprintf(tw, "  conflict:\t%s (parent %d) kept as %s: %s\n", c.Name, c.Parent, c.LandedAs, c.Reason)
 		}
 		for k, v := range p.Errors {

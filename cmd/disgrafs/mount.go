@@ -68,6 +68,7 @@ type mountFlags struct {
 	prealloc       []string
 	preallocPool   int
 	preallocNoSync bool
+	preallocAsync  bool
 	preallocDelay  time.Duration
 	preallocNegTTL time.Duration
 }
@@ -127,6 +128,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringSliceVar(&f.prealloc, "prealloc", nil, "directories of the volume (paths from its root, comma separated) whose creates are answered from a pool of pre-created files; off by default")
 	fl.IntVar(&f.preallocPool, "prealloc-pool", 256, "pre-created files kept ready per --prealloc directory")
 	fl.BoolVar(&f.preallocNoSync, "prealloc-nosync", false, "do not fsync the pre-allocation journal (faster creates; a machine crash may lose the names of files not yet fsynced)")
+	fl.BoolVar(&f.preallocAsync, "prealloc-async-close", false, "in --prealloc directories, answer the close of a file created there once it is journaled and commit its data in the background, in order; fsync, unmount and a later open by this mount wait for the commit, other nodes see the data once it lands, and a kill -9 before it lands loses that unsynced data (reported at the next mount)")
 	fl.DurationVar(&f.preallocDelay, "prealloc-rename-delay", 0, "hold a pre-allocated file's background rename until it is this old (renames then follow a burst of creates instead of competing with it; fsync, listing and renames of the file land it at once)")
 	fl.DurationVar(&f.preallocNegTTL, "prealloc-negative-cache", time.Second, "in --prealloc directories, answer lookups of names missing from a background listing younger than this without asking the metadata engine (the lookup the kernel makes before every create); names other nodes created within this time may be missed, as with the entry cache; 0 asks every time")
 	return cmd
@@ -143,9 +145,16 @@ func defaultLogPath() string {
 	return filepath.Join(home, ".local", "state", "disgrafs", "disgrafs.log")
 }
 
-func runMount(ctx context.Context, g *globals, f *mountFlags, mp string) error {
+func runMount(ctx context.Context, g *globals, f *mountFlags, mp string) (err error) {
 	if f.background && f.logPath == "" {
 		f.logPath = defaultLogPath()
+	}
+	// Relative paths mean the caller's directory: the background child starts
+	// there, resolves them, then leaves it so it holds no file system busy.
+	if f.logPath != "" {
+		if f.logPath, err = filepath.Abs(f.logPath); err != nil {
+			return err
+		}
 	}
 	cfg, err := f.config(mp)
 	if err != nil {
@@ -153,6 +162,11 @@ func runMount(ctx context.Context, g *globals, f *mountFlags, mp string) error {
 	}
 	if f.background && os.Getenv(childEnv) == "" {
 		return startBackground(cfg)
+	}
+	if os.Getenv(childEnv) != "" {
+		if err := os.Chdir("/"); err != nil {
+			return err
+		}
 	}
 
 	var out io.Writer = os.Stderr
@@ -231,6 +245,9 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 	default:
 		return cfg, fmt.Errorf("--bpf %q: must be off, auto or on", f.bpf)
 	}
+	if f.preallocAsync && len(f.prealloc) == 0 {
+		return cfg, fmt.Errorf("--prealloc-async-close applies to --prealloc directories: name at least one")
+	}
 	if len(f.prealloc) > 0 {
 		if f.preallocPool < 1 || f.preallocPool > 1<<20 {
 			return cfg, fmt.Errorf("--prealloc-pool %d: must be between 1 and %d", f.preallocPool, 1<<20)
@@ -240,7 +257,7 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 				return cfg, fmt.Errorf("--prealloc %q: must be a directory path of the volume", d)
 			}
 		}
-		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, RenameDelay: f.preallocDelay, NegativeTTL: f.preallocNegTTL}
+		cfg.Prealloc = daemon.PreallocConfig{Dirs: f.prealloc, Pool: f.preallocPool, NoSync: f.preallocNoSync, AsyncClose: f.preallocAsync, RenameDelay: f.preallocDelay, NegativeTTL: f.preallocNegTTL}
 		if f.preallocNegTTL < 0 {
 			return cfg, fmt.Errorf("--prealloc-negative-cache %s: must not be negative", f.preallocNegTTL)
 		}
@@ -307,9 +324,11 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 	if f.freeSpace < 0 || f.freeSpace >= 1 {
 		return cfg, fmt.Errorf("--free-space-ratio %v: must be in [0, 1)", f.freeSpace)
 	}
-	if cfg.DataDir != "" {
-		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
-			return cfg, err
+	for _, p := range []*string{&cfg.DataDir, &cfg.Mountpoint, &cfg.CacheDir} {
+		if *p != "" {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return cfg, err
+			}
 		}
 	}
 	return cfg, nil
@@ -368,7 +387,11 @@ func startBackground(cfg daemon.Config) error {
 	c.Stdout, c.Stderr = lf, lf
 	c.ExtraFiles = []*os.File{w} // becomes fd 3 (readyFd)
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	c.Dir = "/"
+	// The child resolves relative paths of the command line from here (and
+	// then moves to /).
+	if c.Dir, err = os.Getwd(); err != nil {
+		c.Dir = "/"
+	}
 	if err := c.Start(); err != nil {
 		w.Close()
 		return fmt.Errorf("start the background daemon: %w", err)
