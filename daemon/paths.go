@@ -71,10 +71,11 @@ func (r *pathResolver) resolve(ctx context.Context, files []graph.File) []string
 // thousands; the index knows the name, so check it with one lookup and only
 // fall back to GetPaths when the name is stale or the file has several links.
 func (r *pathResolver) lookup(ctx meta.Context, ino meta.Ino, name string, gen uint64) string {
-	var attr meta.Attr
+	var attr, fattr meta.Attr
 	if name != "" && r.m.GetAttr(ctx, ino, &attr) == 0 && attr.Parent != 0 {
 		var found meta.Ino
-		if r.m.Lookup(ctx, attr.Parent, name, &found, nil, false) == 0 && found == ino {
+		// JuiceFS's Lookup refuses a nil attribute (EINVAL).
+		if r.m.Lookup(ctx, attr.Parent, name, &found, &fattr, false) == 0 && found == ino {
 			if dir := r.dir(ctx, attr.Parent, gen); dir != "" {
 				return path.Join(dir, name)
 			}
