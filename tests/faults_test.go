@@ -633,13 +633,12 @@ func (f *fioLoad) run(ctx context.Context, m *Mount, cycle int, killed func() bo
 }
 func (f *fioLoad) check(t *testing.T, m *Mount, cycle int, r *faultReport) {}
 
-// faultSteps are the activities of every kill -9 cycle. A subsystem adds
-// its own: e.g. preallocated creates (issue 5) add a step whose run creates
-// files and records those it fsynced (file and directory), and whose check
-// requires each recorded file under its real name with its bytes.
-func faultSteps() []faultStep {
+// faultSteps are the activities of every kill -9 cycle; a subsystem adds
+// its own.
+func faultSteps(pre *preallocBursts) []faultStep {
 	hot := &hotFiles{dir: "hot", tag: "hot", n: 12}
 	return []faultStep{
+		pre,
 		&fsyncWriter{dir: "w", writers: 2},
 		hot,
 		&tagger{hot: hot, tags: []string{"ka", "kb", "kc"}},
@@ -666,9 +665,10 @@ func TestFaultKill9(t *testing.T) {
 	needRoot(t)
 	cycles := faultCycles(t)
 	meta, _ := formatShared(t, "faultkill")
-	m := startMount(t, MountOpts{Meta: meta, Extra: []string{"--cache-size", "1G",
-		"--passthrough-min", "64K", "--passthrough-min-age", "0"}})
-	steps := faultSteps()
+	pre := &preallocBursts{dir: "cams"}
+	m := startMount(t, MountOpts{Meta: meta, Extra: append([]string{"--cache-size", "1G",
+		"--passthrough-min", "64K", "--passthrough-min-age", "0"}, pre.args()...)})
+	steps := faultSteps(pre)
 	for _, s := range steps {
 		s.setup(t, m)
 	}
@@ -724,6 +724,7 @@ func TestFaultKill9(t *testing.T) {
 	}
 	t.Logf("cycles survived: %d, bytes verified: %d (%d file checks; every fsynced byte after its cycle, again every 5 cycles and at the end), files lost: %d (%s)",
 		cycles, r.bytesVerified, r.filesVerified, len(r.lost), time.Since(start).Round(time.Second))
+	t.Logf("pre-allocated creates during the cycles: %d (%d fsynced and verified under their real names)", pre.created, len(pre.durable))
 	for _, s := range steps {
 		if g, ok := s.(*tagger); ok {
 			t.Logf("tag directories that disagreed with the xattrs after a kill -9 (repaired by reindex): %d", g.mismatches)
