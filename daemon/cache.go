@@ -258,7 +258,7 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip
 		}
 	}
 	var attr meta.Attr
-	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
+	mctx := meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0})
 	if d.vol.Meta.GetAttr(mctx, meta.Ino(ino), &attr) == 0 && attr.Parent != 0 {
 		parent := attr.Parent
 		l, err := n.list(ctx, fmt.Sprintf("dir:%d", parent), func() ([]graph.File, error) {

@@ -45,7 +45,7 @@ func (r *pathResolver) resolve(ctx context.Context, files []graph.File) []string
 	paths := make([]string, len(files))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
-	mctx := meta.WrapWithCancel(ctx, 0, 0, []uint32{0})
+	mctx := meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0})
 	for i, f := range files {
 		ino := meta.Ino(f.ID)
 		if c, ok := r.cache.Get(ino); ok && c.gen == gen {

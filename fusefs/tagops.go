@@ -298,8 +298,11 @@ func VolumeFiles(v *vfs.VFS) tagging.Files { return volumeFiles{v} }
 
 type volumeFiles struct{ v *vfs.VFS }
 
+// rootContext acts as root under ctx. Not WrapWithCancel: its cancel is never
+// called, and a cancellable child of a long-lived context stays registered
+// in its parent forever (it leaked one per cached file and tag operation).
 func rootContext(ctx context.Context) vfs.LogContext {
-	return vfs.NewLogContext(meta.WrapWithCancel(ctx, 0, 0, []uint32{0}))
+	return vfs.NewLogContext(meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0}))
 }
 
 func (f volumeFiles) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, error) {

@@ -11,7 +11,8 @@
 #                  built by scripts/build-juicefs-peer.sh when missing, ~12 min cold)
 #   BENCH_WORKDIR  where volumes, mountpoints and the native directory go
 #                  (default /var/tmp/disgrafs-bench; it should be on the disk to measure)
-#   BENCH_TAGS=0   skip the tag benchmark; BENCH_CACHE=0 skip the cache benchmark
+#   BENCH_TAGS=0   skip the tag benchmark; BENCH_CACHE=0 skip the cache benchmark;
+#                  BENCH_RSS=0 skip the memory benchmark (RSSBENCH_FILES, default 100000)
 #   CACHEBENCH_SMALL, CACHEBENCH_LARGE, CACHEBENCH_LARGE_MIB, CACHEBENCH_RUNS,
 #   CACHEBENCH_PASS_LIMIT, CACHEBENCH_FLAGS   size of the cache benchmark (see below)
 # The default run (1 GiB file, 20,000 small files, 3 runs) takes about 10-15 minutes
@@ -64,6 +65,14 @@ if [ "${BENCH_BPF:-1}" = 1 ]; then
   go build -o bin/recencybench ./bench/recencybench
   "${sudo[@]}" bin/recencybench -disgrafs bin/disgrafs -workdir "$workdir/recency" > "bench-results/recency-$stamp.md"
   echo "bench: eBPF recency payoff in bench-results/recency-$stamp.md" >&2
+fi
+
+# Memory: the daemon's RSS with 100,000 files in the whole-file cache.
+if [ "${BENCH_RSS:-1}" = 1 ]; then
+  go build -o bin/rssbench ./bench/rssbench
+  "${sudo[@]}" bin/rssbench -disgrafs bin/disgrafs -workdir "$workdir/rss" -files "${RSSBENCH_FILES:-100000}" \
+    -out "bench-results/rss-$stamp.md"
+  echo "bench: daemon memory in bench-results/rss-$stamp.md" >&2
 fi
 
 # Tags: listing and walking a 100,000-file tag directory, tagging, related
