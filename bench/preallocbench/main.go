@@ -43,6 +43,7 @@ type config struct {
 	targets                      []string
 	db                           int
 	metricsPort                  int
+	extra                        []string // more disgrafs mount flags
 }
 
 type result struct {
@@ -67,6 +68,8 @@ func main() {
 	flag.StringVar(&c.proxyListen, "proxy", "127.0.0.1:16480", "address the proxy listens on")
 	flag.StringVar(&c.proxyAPI, "proxy-api", "127.0.0.1:16489", "toxiproxy API address")
 	flag.IntVar(&c.metricsPort, "metrics-port", 9582, "metrics port of the mounts")
+	var extra string
+	flag.StringVar(&extra, "mount-flags", "", "more flags for the disgrafs mounts (space separated)")
 	flag.StringVar(&lat, "latencies", "1,10,30", "added latencies in ms")
 	flag.IntVar(&c.files, "files", 200, "files switched (half large, half small)")
 	flag.IntVar(&c.bigWrite, "big-write", 1<<20, "bytes written to each large file before the switch")
@@ -83,6 +86,7 @@ func main() {
 		c.latencies = append(c.latencies, n)
 	}
 	c.targets = strings.Split(targets, ",")
+	c.extra = strings.Fields(extra)
 	if c.redis == "" {
 		fatal(errors.New("-redis HOST:PORT is required (a Redis whose databases -db to 15 may be flushed)"))
 	}
@@ -265,6 +269,7 @@ func runOne(ctx context.Context, c config, target string, latency, db int, setLa
 		if strings.Contains(target, "-async") {
 			args = append(args, "--prealloc-async-close")
 		}
+		args = append(args, c.extra...)
 		if err := sh(base, env, c.disgrafs, append(args, mnt)...); err != nil {
 			return res, err
 		}
