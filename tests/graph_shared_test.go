@@ -170,6 +170,71 @@ func TestGraphDown(t *testing.T) {
 	eventually(t, 10*time.Second, func() error { return hasEntry(m.Path(".tags", "before"), "one") })
 }
 
+// TestGraphSlow: the Bolt server answers slower than the index timeout (a
+// toxiproxy in front of it delays every reply by 8 s): tag directories and
+// tagging degrade within bounded time, plain file work is unaffected, and
+// once the server is fast again the index catches up (reindex).
+func TestGraphSlow(t *testing.T) {
+	b := startBolt(t)
+	addr, toxi := toxiproxy(t, "bolt", fmt.Sprintf("127.0.0.1:%d", b.bolt), fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	meta, _ := formatShared(t, "graphslow")
+	m := startMount(t, MountOpts{Meta: meta,
+		Extra: []string{"--graph", "bolt://" + addr, "--graph-user", "admin", "--auto-tag=false"},
+		Env:   []string{"DISGRAFS_GRAPH_PASSWORD=" + boltPassword}})
+	for _, n := range []string{"one", "two"} {
+		if err := os.WriteFile(m.Path(n), []byte(n), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh(t, 10*time.Second, "setfattr", "-n", "user.xdg.tags", "-v", "before", m.Path("one"))
+	eventually(t, 10*time.Second, func() error { return hasEntry(m.Path(".tags", "before"), "one") })
+
+	toxi("POST", "/proxies/bolt/toxics", `{"name":"slow","type":"latency","stream":"downstream","attributes":{"latency":8000}}`)
+	timed := func(what string, limit time.Duration, fn func() error) {
+		t.Helper()
+		start := time.Now()
+		err := fn()
+		took := time.Since(start)
+		t.Logf("%s with the graph slow: %s (%v)", what, took.Round(time.Millisecond), err)
+		if took > limit {
+			t.Fatalf("%s with the graph slow took %s (limit %s)", what, took, limit)
+		}
+	}
+	timed("ls of a tag directory", 25*time.Second, func() error {
+		out, err := exec.Command("ls", m.Path(".tags", "before")).CombinedOutput()
+		if err == nil && !strings.Contains(string(out), "one") {
+			return fmt.Errorf("listed %q without the tagged file", out)
+		}
+		return err
+	})
+	timed("setfattr", 25*time.Second, func() error {
+		return exec.Command("setfattr", "-n", "user.xdg.tags", "-v", "during", m.Path("two")).Run()
+	})
+	if got := getTags(t, m.Path("two")); got != "during" {
+		t.Fatalf("xattr written while the graph was slow: %q", got)
+	}
+	// The first change waited for the index until its timeout; the service
+	// then knows the graph is unavailable and the next ones do not wait.
+	timed("a second setfattr", 2*time.Second, func() error {
+		return exec.Command("setfattr", "-n", "user.xdg.tags", "-v", "during,again", m.Path("two")).Run()
+	})
+	timed("a plain write and read", 3*time.Second, func() error {
+		if err := os.WriteFile(m.Path("three"), []byte("3"), 0o644); err != nil {
+			return err
+		}
+		_, err := os.ReadFile(m.Path("one"))
+		return err
+	})
+
+	toxi("DELETE", "/proxies/bolt/toxics/slow", "")
+	eventually(t, 60*time.Second, func() error {
+		if out, err := run(t, "reindex", m.Dir); err != nil {
+			return fmt.Errorf("reindex once the graph is fast again: %v\n%s", err, out)
+		}
+		return hasEntry(m.Path(".tags", "during"), "two")
+	})
+}
+
 // TestGraphBadCredentials: a wrong graph password stops the mount with a clear
 // message that does not show the password.
 func TestGraphBadCredentials(t *testing.T) {

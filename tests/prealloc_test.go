@@ -588,15 +588,29 @@ func TestPreallocNegativeCache(t *testing.T) {
 // that calls the proxy's API (the proxy is named "meta").
 func metaProxy(t *testing.T, name string) (direct, proxied string, toxi func(method, path, body string)) {
 	t.Helper()
+	redisHostPort := redisAddr(t)
+	proxyAddr, toxi := toxiproxy(t, "meta", redisHostPort, "")
+	direct, _ = formatShared(t, name)
+	return direct, strings.Replace(direct, redisHostPort, proxyAddr, 1), toxi
+}
+
+// toxiproxy starts a toxiproxy server with one proxy in front of upstream and
+// returns the address it listens on and a function that calls its API. The
+// server's API and proxy ports come from DISGRAFS_TEST_PROXY_PORTS (API,PROXY;
+// default 16487,16482) unless listen is given.
+func toxiproxy(t *testing.T, name, upstream, listen string) (string, func(method, path, body string)) {
+	t.Helper()
 	home, _ := os.UserHomeDir()
 	tp := filepath.Join(home, ".cache/disgrafs/bin/server")
 	_, err := os.Stat(tp)
 	need(t, err == nil, "toxiproxy server v2.12.0 not installed at "+tp+" (go install github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0)")
-	redisHostPort := redisAddr(t)
 	apiPort, proxyAddr := "16487", "127.0.0.1:16482"
 	if v := os.Getenv("DISGRAFS_TEST_PROXY_PORTS"); v != "" { // API,PROXY
 		apiPort, proxyAddr, _ = strings.Cut(v, ",")
 		proxyAddr = "127.0.0.1:" + proxyAddr
+	}
+	if listen != "" {
+		proxyAddr = listen
 	}
 	cmd := exec.Command(tp, "-host", "127.0.0.1", "-port", apiPort)
 	if err := cmd.Start(); err != nil {
@@ -604,7 +618,7 @@ func metaProxy(t *testing.T, name string) (direct, proxied string, toxi func(met
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	api := "http://127.0.0.1:" + apiPort
-	toxi = func(method, path, body string) {
+	toxi := func(method, path, body string) {
 		t.Helper()
 		for i := 0; ; i++ {
 			req, _ := http.NewRequest(method, api+path, strings.NewReader(body))
@@ -622,9 +636,8 @@ func metaProxy(t *testing.T, name string) (direct, proxied string, toxi func(met
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	toxi("POST", "/proxies", fmt.Sprintf(`{"name":"meta","listen":%q,"upstream":%q,"enabled":true}`, proxyAddr, redisHostPort))
-	direct, _ = formatShared(t, name)
-	return direct, strings.Replace(direct, redisHostPort, proxyAddr, 1), toxi
+	toxi("POST", "/proxies", fmt.Sprintf(`{"name":%q,"listen":%q,"upstream":%q,"enabled":true}`, name, proxyAddr, upstream))
+	return proxyAddr, toxi
 }
 
 // The metadata engine goes away while a rename is pending: the rename waits
