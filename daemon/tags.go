@@ -142,7 +142,9 @@ func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
 		return fmt.Errorf("graph metrics: %w", err)
 	}
 	var store graph.Store = metered
-	files := fusefs.VolumeFiles(d.vol.VFS).(interface {
+	hints := fusefs.NewNameHints(100_000)
+	fo.Names = hints
+	files := fusefs.VolumeFiles(d.vol.VFS, hints).(interface {
 		tagging.Files
 		tagging.Content
 		tagging.Walker

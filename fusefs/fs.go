@@ -41,6 +41,8 @@ type Options struct {
 	Written func(ino uint64)
 	// Prealloc answers creates in enabled directories from a pool (nil: off).
 	Prealloc *prealloc.Manager
+	// Names learns the name of every inode seen, for the tag index (nil: off).
+	Names *NameHints
 }
 
 // DefaultOptions are JuiceFS's defaults: one second for attributes and entries.
@@ -197,6 +199,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	e, err := fs.v.Lookup(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 && fs.tags != nil {
 		fs.tags.rememberDentry(h.NodeId, name, uint64(e.Inode))
+		fs.opts.Names.note(uint64(e.Inode), h.NodeId, name)
 	}
 	if err != 0 {
 		if err == syscall.ENOENT && fs.opts.NegEntryTimeout > 0 {
@@ -376,6 +379,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
 	if err == 0 {
 		fs.nsGen.Add(1)
+		fs.opts.Names.note(src, in.Newdir, newName)
 		fs.afterRename(ctx, in, oldName, newName, src, dst)
 	}
 	return st(err)
@@ -401,6 +405,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if err != 0 {
 		return st(err)
 	}
+	fs.opts.Names.note(uint64(e.Inode), in.NodeId, name)
 	return fs.replyEntry(ctx, e, out)
 }
 
@@ -508,6 +513,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	out.Fh = fh
 	fs.markWritten(fh)
 	fs.trackAsync(fh, uint64(e.Inode), in.NodeId, name, e.Attr.Length)
+	fs.opts.Names.note(uint64(e.Inode), in.NodeId, name)
 	if fs.cache != nil {
 		fs.trackCreated(uint64(e.Inode), fh)
 	}
@@ -739,6 +745,7 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 			fs.replyEntry(ctx, e, eo)
 			if fs.tags != nil {
 				fs.tags.rememberDentry(in.NodeId, string(e.Name), uint64(e.Inode))
+				fs.opts.Names.note(uint64(e.Inode), in.NodeId, string(e.Name))
 			}
 		} else {
 			eo.Ino = uint64(e.Inode)

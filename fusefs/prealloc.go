@@ -160,6 +160,7 @@ func (fs *FS) preCreate(ctx *reqContext, in *fuse.CreateIn, name string, out *fu
 			out.Fh = c.Fh
 			fs.markWritten(c.Fh)
 			fs.trackAsync(c.Fh, c.Ino, in.NodeId, name, c.Attr.Length)
+			fs.opts.Names.note(c.Ino, in.NodeId, name)
 			if fs.cache != nil {
 				fs.trackCreated(c.Ino, c.Fh)
 			}

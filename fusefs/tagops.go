@@ -294,9 +294,14 @@ func (fs *FS) takeWritten(fh uint64) bool {
 
 // VolumeFiles gives the tagging service access to a volume's files, as root:
 // callers are checked before (by the kernel or by canTag).
-func VolumeFiles(v *vfs.VFS) tagging.Files { return volumeFiles{v} }
+// hints (may be nil) names files cheaply; the FS given the same hints feeds
+// them.
+func VolumeFiles(v *vfs.VFS, hints *NameHints) tagging.Files { return volumeFiles{v, hints} }
 
-type volumeFiles struct{ v *vfs.VFS }
+type volumeFiles struct {
+	v     *vfs.VFS
+	hints *NameHints
+}
 
 // rootContext acts as root under ctx. Not WrapWithCancel: its cancel is never
 // called, and a cancellable child of a long-lived context stays registered
@@ -331,6 +336,9 @@ func (f volumeFiles) RemoveXattr(ctx context.Context, ino uint64, name string) e
 }
 
 func (f volumeFiles) Name(ctx context.Context, ino uint64) (string, error) {
+	if n, ok := f.hints.name(ctx, f.v.Meta, ino); ok {
+		return n, nil
+	}
 	paths := f.v.Meta.GetPaths(rootContext(ctx), meta.Ino(ino))
 	if len(paths) == 0 {
 		return "", errors.New("no path")
