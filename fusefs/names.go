@@ -29,12 +29,6 @@ func (h *NameHints) note(ino, parent uint64, name string) {
 	}
 }
 
-func (h *NameHints) forget(ino uint64) {
-	if h != nil {
-		h.c.Remove(ino)
-	}
-}
-
 // name returns the hinted name of ino if it still names ino (one lookup).
 func (h *NameHints) name(ctx context.Context, m meta.Meta, ino uint64) (string, bool) {
 	if h == nil {
