@@ -19,13 +19,12 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // config is what the command line asks for.
@@ -169,7 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	c.disgrafsArgs = strings.Fields(dgArgs)
 	c.juicefsArgs = strings.Fields(jfsArgs)
-	c.commandLine = shellQuote(append([]string{"bench"}, args...))
+	c.commandLine = benchkit.ShellQuote(append([]string{"bench"}, args...))
 	return c, nil
 }
 
@@ -182,21 +181,6 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// shellQuote renders argv so that it can be pasted into a shell.
-func shellQuote(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
-		}) < 0 {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
-}
-
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -206,46 +190,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
-	// A closed log pipe (tee killed by Ctrl-C) must not kill us before we unmount.
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go handleSignals(cancel, done)
-	err = run(ctx, cfg, os.Stdout, os.Stderr)
-	close(done)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "bench: interrupted:", err)
-		} else {
-			fmt.Fprintln(os.Stderr, "bench:", err)
-		}
-		os.Exit(1)
-	}
-}
-
-// handleSignals cancels the run on the first SIGINT/SIGTERM/SIGHUP and keeps
-// catching later ones until done, so that a second Ctrl-C cannot kill the
-// process in the middle of unmounting.
-func handleSignals(cancel context.CancelFunc, done <-chan struct{}) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	first := true
-	for {
-		select {
-		case <-done:
-			return
-		case s := <-sigs:
-			if first {
-				fmt.Fprintf(os.Stderr, "bench: %s: stopping, unmounting everything\n", s)
-				cancel()
-				first = false
-			} else {
-				fmt.Fprintf(os.Stderr, "bench: %s: still unmounting, please wait\n", s)
-			}
-		}
-	}
+	os.Exit(benchkit.Main("bench", "stopping, unmounting everything", "still unmounting, please wait", func(ctx context.Context) error {
+		return run(ctx, cfg, os.Stdout, os.Stderr)
+	}))
 }
 
 // run prepares the work directory, mounts the targets, measures and reports.
@@ -309,18 +256,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	info.duration = time.Since(started)
-	info.loadEnd = firstLine("/proc/loadavg")
+	info.loadEnd = benchkit.FirstLine("/proc/loadavg")
 	report := renderReport(cfg, info, res)
-	if _, err := io.WriteString(stdout, report); err != nil {
-		return fmt.Errorf("write the report: %w", err)
+	if err := benchkit.WriteReport(stdout, cfg.out, report); err != nil {
+		return err
 	}
 	if cfg.out != "" {
-		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
-			return fmt.Errorf("report directory: %w", err)
-		}
-		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
-			return fmt.Errorf("write the report: %w", err)
-		}
 		logf("report written to %s", cfg.out)
 	}
 	return nil

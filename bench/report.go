@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // runInfo describes the machine and the run for the report.
@@ -32,28 +32,19 @@ func gatherInfo(wd *workDir) *runInfo {
 		workDir:      wd.root,
 		date:         time.Now(),
 		nproc:        runtime.NumCPU(),
-		kernel:       firstLine("/proc/sys/kernel/osrelease"),
+		kernel:       benchkit.FirstLine("/proc/sys/kernel/osrelease"),
 		cpuModel:     cpuinfoField("model name"),
-		memory:       meminfoTotal(),
-		loadStart:    firstLine("/proc/loadavg"),
+		memory:       benchkit.MeminfoTotal(),
+		loadStart:    benchkit.FirstLine("/proc/loadavg"),
 		goVersion:    runtime.Version(),
 		targetConfig: map[string]string{},
 	}
-	if m, err := filesystemOf(wd.root); err == nil {
-		info.filesystem = fmt.Sprintf("%s on %s (mounted at %s)", m.fstype, m.source, m.point)
+	if m, err := benchkit.FilesystemOf(wd.root); err == nil {
+		info.filesystem = fmt.Sprintf("%s on %s (mounted at %s)", m.FSType, m.Source, m.Point)
 	} else {
 		info.filesystem = "unknown: " + err.Error()
 	}
 	return info
-}
-
-func firstLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "unknown"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return line
 }
 
 func cpuinfoField(name string) string {
@@ -70,38 +61,6 @@ func cpuinfoField(name string) string {
 		}
 	}
 	return "unknown"
-}
-
-func meminfoTotal() string {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			kb, err := strconv.ParseFloat(fields[1], 64)
-			if err == nil {
-				return fmt.Sprintf("%.1f GiB", kb/(1<<20))
-			}
-		}
-	}
-	return "unknown"
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // stats are the medians of one target in one workload.
@@ -121,17 +80,7 @@ func statsOf(samples []sample) stats {
 		vs = append(vs, s.value)
 		cs = append(cs, s.cpu)
 	}
-	return stats{ok: true, value: median(vs), cpu: median(cs), values: vs}
-}
-
-func formatValue(v float64) string {
-	switch {
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
+	return stats{ok: true, value: benchkit.Median(vs), cpu: benchkit.Median(cs), values: vs}
 }
 
 // ratio renders a/b, or "n/a" when a side is missing.
@@ -213,7 +162,7 @@ func renderReport(cfg *config, info *runInfo, res *results) string {
 			s := statsOf(res.get(w.key, t))
 			var runs []string
 			for _, v := range s.values {
-				runs = append(runs, formatValue(v))
+				runs = append(runs, benchkit.FormatValue(v))
 			}
 			cpu := "-"
 			if t != targetNative && s.ok {
@@ -235,5 +184,5 @@ func cell(s stats) string {
 	if !s.ok {
 		return "-"
 	}
-	return formatValue(s.value)
+	return benchkit.FormatValue(s.value)
 }

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 const (
@@ -46,12 +46,12 @@ func (t *target) cpuSeconds() float64 {
 // removeData deletes the target's volume or directory, refusing while anything
 // is still mounted beneath it.
 func (t *target) removeData() error {
-	mounted, err := mountsUnder(t.base)
+	mounted, err := benchkit.MountsUnder(t.base)
 	if err != nil {
 		return err
 	}
 	if len(mounted) > 0 {
-		return fmt.Errorf("not removing %s: %s is still mounted", t.base, mounted[0].point)
+		return fmt.Errorf("not removing %s: %s is still mounted", t.base, mounted[0].Point)
 	}
 	if err := os.RemoveAll(t.base); err != nil {
 		return fmt.Errorf("remove %s: %w", t.base, err)
@@ -87,10 +87,10 @@ func resolveBinaries(cfg *config, wd *workDir) (binaries, error) {
 			return nil
 		}
 		dst := filepath.Join(wd.root, "bin", target)
-		if err := copyFile(src, dst, 0o755); err != nil {
+		if err := benchkit.CopyFile(src, dst, 0o755); err != nil {
 			return fmt.Errorf("disgrafs binary (build it with 'make build' or give -disgrafs): %w", err)
 		}
-		p := program{path: dst, version: versionOf(dst, "version")}
+		p := program{path: dst, version: benchkit.VersionOf(context.Background(), dst, "version")}
 		copied[src] = p
 		b.disgrafs[target] = p
 		return nil
@@ -117,44 +117,9 @@ func resolveBinaries(cfg *config, wd *workDir) (binaries, error) {
 		if fi, err := os.Stat(p); err != nil || fi.Mode()&0o111 == 0 {
 			return b, fmt.Errorf("juicefs binary %s is missing or not executable (build it with scripts/build-juicefs-peer.sh %s, or leave it out with -targets disgrafs,native)", p, p)
 		}
-		b.juicefs = program{path: p, version: versionOf(p, "--version")}
+		b.juicefs = program{path: p, version: benchkit.VersionOf(context.Background(), p, "--version")}
 	}
 	return b, nil
-}
-
-func versionOf(bin string, arg string) string {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, arg).Output()
-	if err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return line
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	tmp := dst + ".tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, dst)
 }
 
 // startTarget creates a fresh target. A target that was (partly) started is
@@ -319,10 +284,10 @@ type daemonProc struct {
 // and waits until its mount serves. If the benchmark dies, the daemon gets
 // SIGTERM and unmounts itself. A started daemon is returned even with an error.
 func startDaemon(ctx context.Context, s daemonSpec, logf func(string, ...any)) (*daemonProc, error) {
-	if e, ok, err := mountedAt(s.mnt); err != nil {
+	if e, ok, err := benchkit.MountedAt(s.mnt); err != nil {
 		return nil, err
 	} else if ok {
-		return nil, fmt.Errorf("%s is already mounted (%s)", s.mnt, e.fstype)
+		return nil, fmt.Errorf("%s is already mounted (%s)", s.mnt, e.FSType)
 	}
 	lf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -364,15 +329,15 @@ func (d *daemonProc) waitMounted(ctx context.Context) error {
 		case <-deadline.C:
 			return fmt.Errorf("%s did not mount %s within %s; log %s:\n%s", d.spec.name, d.spec.mnt, d.spec.timeout, d.spec.logPath, tail(d.spec.logPath, 20))
 		case <-tick.C:
-			e, ok, err := mountedAt(d.spec.mnt)
+			e, ok, err := benchkit.MountedAt(d.spec.mnt)
 			if err != nil {
 				return err
 			}
 			if !ok {
 				continue
 			}
-			if e.fstype != d.spec.fstype {
-				return fmt.Errorf("%s is mounted as %s, expected %s", d.spec.mnt, e.fstype, d.spec.fstype)
+			if e.FSType != d.spec.fstype {
+				return fmt.Errorf("%s is mounted as %s, expected %s", d.spec.mnt, e.FSType, d.spec.fstype)
 			}
 			var st syscall.Statfs_t
 			if err := syscall.Statfs(d.spec.mnt, &st); err != nil {
@@ -400,7 +365,7 @@ func (d *daemonProc) stop(logf func(string, ...any)) error {
 	if !d.running() {
 		errs = append(errs, fmt.Errorf("%s had exited before the end of the run (%v); see %s", d.spec.name, d.waitErr, d.spec.logPath))
 	}
-	if _, mounted, _ := mountedAt(d.spec.mnt); mounted {
+	if _, mounted, _ := benchkit.MountedAt(d.spec.mnt); mounted {
 		logf("unmounting %s", d.spec.mnt)
 		if err := runLogged(context.Background(), 2*time.Minute, d.spec.logPath, d.spec.umount); err != nil {
 			errs = append(errs, err)
@@ -416,7 +381,7 @@ func (d *daemonProc) stop(logf func(string, ...any)) error {
 		}
 		errs = append(errs, fmt.Errorf("%s did not exit after unmounting", d.spec.name))
 	}
-	if _, mounted, _ := mountedAt(d.spec.mnt); mounted {
+	if _, mounted, _ := benchkit.MountedAt(d.spec.mnt); mounted {
 		if err := syscall.Unmount(d.spec.mnt, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("lazy unmount of %s: %w", d.spec.mnt, err))
 		} else {
@@ -448,106 +413,6 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	point, fstype, source string
-}
-
-func readMounts() ([]mountEntry, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	defer f.Close()
-	var out []mountEntry
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		// ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 2 {
-			continue
-		}
-		out = append(out, mountEntry{point: unescapeMount(pf[4]), fstype: qf[0], source: unescapeMount(qf[1])})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	return out, nil
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// mountedAt reports the (topmost) mount at exactly path.
-func mountedAt(path string) (mountEntry, bool, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return mountEntry{}, false, err
-	}
-	var found mountEntry
-	ok := false
-	for _, m := range ms {
-		if m.point == path {
-			found, ok = m, true
-		}
-	}
-	return found, ok, nil
-}
-
-// mountsUnder lists the mounts at dir or beneath it.
-func mountsUnder(dir string) ([]mountEntry, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return nil, err
-	}
-	var out []mountEntry
-	for _, m := range ms {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			out = append(out, m)
-		}
-	}
-	return out, nil
-}
-
-// filesystemOf returns the mount that holds path (the longest matching mount point).
-func filesystemOf(path string) (mountEntry, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return mountEntry{}, err
-	}
-	var best mountEntry
-	for _, m := range ms {
-		if (path == m.point || m.point == "/" || strings.HasPrefix(path, m.point+"/")) && len(m.point) >= len(best.point) {
-			best = m
-		}
-	}
-	if best.point == "" {
-		return best, fmt.Errorf("no mount holds %s", path)
-	}
-	return best, nil
 }
 
 // procTreeCPU sums the user and system time of a process and all its live

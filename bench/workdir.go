@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // workDir is the benchmark's directory: one subdirectory per target, the
@@ -43,7 +45,7 @@ func prepareWorkDir(cfg *config) (*workDir, error) {
 		return nil, fmt.Errorf("another benchmark is running in %s (lock: %w)", root, err)
 	}
 	wd := &workDir{root: root, logs: filepath.Join(root, "logs"), lock: lock}
-	mounted, err := mountsUnder(root)
+	mounted, err := benchkit.MountsUnder(root)
 	if err != nil {
 		wd.close()
 		return nil, err
@@ -51,7 +53,7 @@ func prepareWorkDir(cfg *config) (*workDir, error) {
 	if len(mounted) > 0 {
 		var pts []string
 		for _, m := range mounted {
-			pts = append(pts, m.point+" ("+m.fstype+")")
+			pts = append(pts, m.String())
 		}
 		wd.close()
 		return nil, fmt.Errorf("file systems are still mounted under %s: %s; unmount them first (disgrafs umount / juicefs umount / umount -l)",

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // Workload keys, in report order.
@@ -146,15 +147,6 @@ func rotate(ts []*target, rep int) []*target {
 // for another's writeback.
 func settle() { syscall.Sync() }
 
-// dropCaches empties the page, dentry and inode caches.
-func dropCaches() error {
-	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		return fmt.Errorf("drop caches: %w", err)
-	}
-	return nil
-}
-
 // measure runs every repetition. The large file is measured one target after
 // the other (rotating the order every run). The small files are measured in
 // chunks: every target does a chunk of files in turn, so that changes in the
@@ -234,7 +226,7 @@ func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, r
 			}
 		}
 		for _, t := range order {
-			if err := dropCaches(); err != nil {
+			if err := benchkit.DropCaches(); err != nil {
 				return err
 			}
 			if err := timed(t, rep, largeReadCold, mb, func() error { return readLarge(ctx, largePath(t), ds, buf) }); err != nil {
@@ -262,7 +254,7 @@ func measure(ctx context.Context, cfg *config, targets []*target, ds *dataSet, r
 		if err := interleaved(rep, smallWrite, roots, write); err != nil {
 			return err
 		}
-		if err := dropCaches(); err != nil {
+		if err := benchkit.DropCaches(); err != nil {
 			return err
 		}
 		read := func(root string, f smallFile) error { return readSmallFile(root, f, ds.pool, buf) }
@@ -297,37 +289,6 @@ func unitOf(key string) string {
 // (they support poll) with the Go runtime's poller and add system calls that a
 // regular file on ext4 does not get.
 
-func openFile(path string, flags int, mode uint32) (int, error) {
-	for {
-		fd, err := syscall.Open(path, flags|syscall.O_CLOEXEC, mode)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
-}
-
-// writeFull writes all of p at the file offset.
-func writeFull(fd int, p []byte) error {
-	for len(p) > 0 {
-		n, err := syscall.Write(fd, p)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return io.ErrShortWrite
-		}
-		p = p[n:]
-	}
-	return nil
-}
-
 // readFull fills p, stopping early only at end of file; it returns the bytes read.
 func readFull(fd int, p []byte) (int, error) {
 	n := 0
@@ -357,7 +318,7 @@ func closeFile(fd int, path string) error {
 
 // writeLarge writes the large file sequentially and makes it durable.
 func writeLarge(ctx context.Context, path string, ds *dataSet) error {
-	fd, err := openFile(path, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC, 0o644)
+	fd, err := benchkit.OpenFile(path, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
@@ -368,7 +329,7 @@ func writeLarge(ctx context.Context, path string, ds *dataSet) error {
 				return err
 			}
 		}
-		if err := writeFull(fd, ds.largeBlock(i)); err != nil {
+		if err := benchkit.WriteFull(fd, ds.largeBlock(i)); err != nil {
 			syscall.Close(fd)
 			return fmt.Errorf("write block %d: %w", i, err)
 		}
@@ -382,7 +343,7 @@ func writeLarge(ctx context.Context, path string, ds *dataSet) error {
 
 // readLarge reads the large file sequentially and checks every byte.
 func readLarge(ctx context.Context, path string, ds *dataSet, buf []byte) error {
-	fd, err := openFile(path, syscall.O_RDONLY, 0)
+	fd, err := benchkit.OpenFile(path, syscall.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -431,11 +392,11 @@ func makeDirs(root string, ds *dataSet) error {
 // writeSmallFile creates one small file: create, write, close.
 func writeSmallFile(root string, sf smallFile, pool []byte) error {
 	p := root + "/" + sf.rel
-	fd, err := openFile(p, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
+	fd, err := benchkit.OpenFile(p, syscall.O_CREAT|syscall.O_EXCL|syscall.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
-	if err := writeFull(fd, pool[sf.off:sf.off+sf.size]); err != nil {
+	if err := benchkit.WriteFull(fd, pool[sf.off:sf.off+sf.size]); err != nil {
 		syscall.Close(fd)
 		return fmt.Errorf("write %s: %w", p, err)
 	}
@@ -446,7 +407,7 @@ func writeSmallFile(root string, sf smallFile, pool []byte) error {
 // bytes. buf must be larger than the file, so that one read more sees the end.
 func readSmallFile(root string, sf smallFile, pool, buf []byte) error {
 	p := root + "/" + sf.rel
-	fd, err := openFile(p, syscall.O_RDONLY, 0)
+	fd, err := benchkit.OpenFile(p, syscall.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // Kinds of files in the data set.
@@ -216,16 +218,16 @@ func writeTree(ctx context.Context, root string, ds *dataSet, writers int, tag b
 }
 
 func writeOne(path string, f fileSpec, pool []byte, tag bool) error {
-	fd, err := openFile(path, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC, 0o644)
+	fd, err := benchkit.OpenFile(path, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
 	if f.kind == kindSmall {
-		err = writeFull(fd, pool[f.off:f.off+int(f.size)])
+		err = benchkit.WriteFull(fd, pool[f.off:f.off+int(f.size)])
 	} else {
 		for i, o := range f.offs {
 			n := min(blockSize, f.size-int64(i)*blockSize)
-			if err = writeFull(fd, pool[o:o+int(n)]); err != nil {
+			if err = benchkit.WriteFull(fd, pool[o:o+int(n)]); err != nil {
 				break
 			}
 		}
@@ -252,33 +254,3 @@ func writeOne(path string, f fileSpec, pool []byte, tag bool) error {
 // The readers and writers call the system directly (as a C program would):
 // os.File would register FUSE files with the runtime poller and add calls a
 // file on ext4 does not get.
-
-func openFile(path string, flags int, mode uint32) (int, error) {
-	for {
-		fd, err := syscall.Open(path, flags|syscall.O_CLOEXEC, mode)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return -1, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-		return fd, nil
-	}
-}
-
-func writeFull(fd int, p []byte) error {
-	for len(p) > 0 {
-		n, err := syscall.Write(fd, p)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errors.New("short write")
-		}
-		p = p[n:]
-	}
-	return nil
-}

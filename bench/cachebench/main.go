@@ -33,11 +33,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // config is what the command line asks for.
@@ -155,7 +155,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	c.disgrafsArgs = strings.Fields(dgArgs)
 	c.juicefsArgs = strings.Fields(jfsArgs)
-	c.commandLine = shellQuote(append([]string{"cachebench"}, args...))
+	c.commandLine = benchkit.ShellQuote(append([]string{"cachebench"}, args...))
 	return c, nil
 }
 
@@ -190,21 +190,6 @@ func parseTargets(s string) ([]string, error) {
 	return out, nil
 }
 
-// shellQuote renders argv so that it can be pasted into a shell.
-func shellQuote(argv []string) string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		if a != "" && strings.IndexFunc(a, func(r rune) bool {
-			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,+@%", r))
-		}) < 0 {
-			out[i] = a
-			continue
-		}
-		out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-	}
-	return strings.Join(out, " ")
-}
-
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "read" {
 		os.Exit(readerMain(os.Args[2:], os.Stdout, os.Stderr))
@@ -217,44 +202,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(2)
 	}
-	// A closed log pipe (tee killed by Ctrl-C) must not kill us before we clean up.
-	signal.Ignore(syscall.SIGPIPE)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go handleSignals(cancel, done)
-	err = run(ctx, cfg, os.Stdout, os.Stderr)
-	close(done)
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			fmt.Fprintln(os.Stderr, "cachebench: interrupted:", err)
-		} else {
-			fmt.Fprintln(os.Stderr, "cachebench:", err)
-		}
-		os.Exit(1)
-	}
-}
-
-// handleSignals cancels the run on the first SIGINT/SIGTERM/SIGHUP and keeps
-// catching later ones until done, so that a second Ctrl-C cannot kill the
-// process while it unmounts.
-func handleSignals(cancel context.CancelFunc, done <-chan struct{}) {
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	first := true
-	for {
-		select {
-		case <-done:
-			return
-		case s := <-sigs:
-			if first {
-				fmt.Fprintf(os.Stderr, "cachebench: %s: stopping, unmounting and stopping redis/toxiproxy\n", s)
-				cancel()
-				first = false
-			} else {
-				fmt.Fprintf(os.Stderr, "cachebench: %s: still cleaning up, please wait\n", s)
-			}
-		}
-	}
+	os.Exit(benchkit.Main("cachebench", "stopping, unmounting and stopping redis/toxiproxy", "still cleaning up, please wait", func(ctx context.Context) error {
+		return run(ctx, cfg, os.Stdout, os.Stderr)
+	}))
 }

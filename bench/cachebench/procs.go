@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // proc is a long-running child process started by the benchmark: in a
@@ -308,10 +310,10 @@ type mounted struct {
 // startMount starts the daemon and waits until its mount serves. A started
 // daemon is returned even with an error, so that the caller can stop it.
 func startMount(ctx context.Context, s mountSpec) (*mounted, error) {
-	if e, ok, err := mountedAt(s.mnt); err != nil {
+	if e, ok, err := benchkit.MountedAt(s.mnt); err != nil {
 		return nil, err
 	} else if ok {
-		return nil, fmt.Errorf("%s is already mounted (%s)", s.mnt, e.fstype)
+		return nil, fmt.Errorf("%s is already mounted (%s)", s.mnt, e.FSType)
 	}
 	if err := os.MkdirAll(s.mnt, 0o755); err != nil {
 		return nil, fmt.Errorf("mountpoint: %w", err)
@@ -334,15 +336,15 @@ func startMount(ctx context.Context, s mountSpec) (*mounted, error) {
 		case <-deadline.C:
 			return m, fmt.Errorf("%s did not mount %s within %s; log %s:\n%s", s.name, s.mnt, s.timeout, s.logPath, tailFile(s.logPath, 20))
 		case <-tick.C:
-			e, ok, err := mountedAt(s.mnt)
+			e, ok, err := benchkit.MountedAt(s.mnt)
 			if err != nil {
 				return m, err
 			}
 			if !ok {
 				continue
 			}
-			if e.fstype != s.fstype {
-				return m, fmt.Errorf("%s is mounted as %s, expected %s", s.mnt, e.fstype, s.fstype)
+			if e.FSType != s.fstype {
+				return m, fmt.Errorf("%s is mounted as %s, expected %s", s.mnt, e.FSType, s.fstype)
 			}
 			var st syscall.Statfs_t
 			if syscall.Statfs(s.mnt, &st) == nil {
@@ -359,7 +361,7 @@ func (m *mounted) stop() error {
 	if !m.p.running() {
 		errs = append(errs, fmt.Errorf("%s had exited before it was stopped (%v); see %s", m.spec.name, m.p.waitErr, m.spec.logPath))
 	}
-	if _, ok, _ := mountedAt(m.spec.mnt); ok {
+	if _, ok, _ := benchkit.MountedAt(m.spec.mnt); ok {
 		if err := runLogged(context.Background(), 2*time.Minute, m.spec.logPath, m.spec.umount...); err != nil {
 			errs = append(errs, err)
 		}
@@ -370,7 +372,7 @@ func (m *mounted) stop() error {
 	if err := m.p.terminate(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, ok, _ := mountedAt(m.spec.mnt); ok {
+	if _, ok, _ := benchkit.MountedAt(m.spec.mnt); ok {
 		if err := syscall.Unmount(m.spec.mnt, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("lazy unmount of %s: %w", m.spec.mnt, err))
 		} else {
@@ -386,87 +388,4 @@ func tailFile(path string, n int) string {
 		return err.Error()
 	}
 	return lastLines(string(b), n)
-}
-
-// mountEntry is one line of /proc/self/mountinfo.
-type mountEntry struct {
-	point, fstype string
-}
-
-func readMounts() ([]mountEntry, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	var out []mountEntry
-	for _, line := range strings.Split(string(b), "\n") {
-		// ID PARENT MAJ:MIN ROOT POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 1 {
-			continue
-		}
-		out = append(out, mountEntry{point: unescapeMount(pf[4]), fstype: qf[0]})
-	}
-	return out, nil
-}
-
-// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func mountedAt(path string) (mountEntry, bool, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return mountEntry{}, false, err
-	}
-	var found mountEntry
-	ok := false
-	for _, m := range ms {
-		if m.point == path {
-			found, ok = m, true
-		}
-	}
-	return found, ok, nil
-}
-
-func mountsUnder(dir string) ([]string, error) {
-	ms, err := readMounts()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, m := range ms {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			out = append(out, m.point+" ("+m.fstype+")")
-		}
-	}
-	return out, nil
-}
-
-// dropCaches writes dirty pages back and empties the page, dentry and inode caches.
-func dropCaches() error {
-	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil {
-		return fmt.Errorf("drop caches: %w", err)
-	}
-	return nil
 }

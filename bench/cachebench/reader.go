@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // passResult is what one reader pass reports (as JSON on stdout when the
@@ -158,7 +160,7 @@ var errDeadline = errors.New("time limit reached")
 // the manifest. A large file adds its bytes to progress as they arrive, so
 // that a pass cut at the deadline in the middle of one still counts them.
 func readAndCheck(path string, f fileSpec, buf []byte, deadline time.Time, progress *atomic.Int64) (int64, error) {
-	fd, err := openFile(path, syscall.O_RDONLY, 0)
+	fd, err := benchkit.OpenFile(path, syscall.O_RDONLY, 0)
 	if err != nil {
 		return 0, err
 	}

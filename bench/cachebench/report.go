@@ -1,14 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // runInfo describes the machine and the run for the report.
@@ -39,53 +38,13 @@ func gatherInfo(root string) *runInfo {
 	return &runInfo{
 		date:         time.Now(),
 		nproc:        runtime.NumCPU(),
-		kernel:       firstLine("/proc/sys/kernel/osrelease"),
-		memory:       meminfoTotal(),
-		loadStart:    firstLine("/proc/loadavg"),
+		kernel:       benchkit.FirstLine("/proc/sys/kernel/osrelease"),
+		memory:       benchkit.MeminfoTotal(),
+		loadStart:    benchkit.FirstLine("/proc/loadavg"),
 		warmup:       map[string]time.Duration{},
 		warmCheck:    map[string]string{},
 		targetConfig: map[string]string{},
 	}
-}
-
-func firstLine(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "unknown"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
-	return line
-}
-
-func meminfoTotal() string {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			if kb, err := strconv.ParseFloat(fields[1], 64); err == nil {
-				return fmt.Sprintf("%.1f GiB", kb/(1<<20))
-			}
-		}
-	}
-	return "unknown"
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	n := len(s)
-	if n%2 == 1 {
-		return s[n/2]
-	}
-	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // summary is the median of one quantity over the runs of one target.
@@ -109,18 +68,8 @@ func summarize(rs []passResult) summary {
 		ep = append(ep, r.epoch())
 		s.partial = s.partial || r.Partial
 	}
-	s.filesPerSec, s.mbPerSec, s.epoch = median(s.filesValues), median(s.mbsValues), median(ep)
+	s.filesPerSec, s.mbPerSec, s.epoch = benchkit.Median(s.filesValues), benchkit.Median(s.mbsValues), benchkit.Median(ep)
 	return s
-}
-
-func formatValue(v float64) string {
-	switch {
-	case v >= 100:
-		return strconv.FormatFloat(v, 'f', 0, 64)
-	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	}
-	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
 func formatCount(n int64) string {
@@ -218,7 +167,7 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 				if s.partial {
 					mark = "*"
 				}
-				p(" %s%s | %s%s | %s%s |", formatValue(s.epoch), mark, formatValue(s.filesPerSec), mark, formatValue(s.mbPerSec), mark)
+				p(" %s%s | %s%s | %s%s |", benchkit.FormatValue(s.epoch), mark, benchkit.FormatValue(s.filesPerSec), mark, benchkit.FormatValue(s.mbPerSec), mark)
 			}
 			p("\n")
 		}
@@ -240,9 +189,9 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 					case !s.ok:
 						p(" - |")
 					case s.partial:
-						p(" %s* |", formatValue(s.mbPerSec))
+						p(" %s* |", benchkit.FormatValue(s.mbPerSec))
 					default:
-						p(" %s |", formatValue(s.mbPerSec))
+						p(" %s |", benchkit.FormatValue(s.mbPerSec))
 					}
 				}
 				p("\n")
@@ -293,8 +242,8 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 						if r.Partial {
 							m = "*"
 						}
-						fs = append(fs, formatValue(r.filesPerSec())+m)
-						ms = append(ms, formatValue(r.mbPerSec())+m)
+						fs = append(fs, benchkit.FormatValue(r.filesPerSec())+m)
+						ms = append(ms, benchkit.FormatValue(r.mbPerSec())+m)
 					}
 					p("| %s | %s | %d | %s | %s | %s |\n", latencyName(lat), kind, th, t, strings.Join(fs, ", "), strings.Join(ms, ", "))
 				}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
 
 // Targets, in report order.
@@ -114,7 +116,7 @@ func (e *env) close() error {
 		errs = append(errs, e.redis.terminate())
 	}
 	if !e.cfg.keep && e.root != "" {
-		if left, err := mountsUnder(e.root); err != nil || len(left) > 0 {
+		if left, err := benchkit.MountsUnder(e.root); err != nil || len(left) > 0 {
 			errs = append(errs, fmt.Errorf("not removing the data in %s: still mounted: %v %v", e.root, left, err))
 		} else {
 			for _, t := range e.targets {
@@ -153,10 +155,10 @@ func prepareWorkDir(e *env) error {
 		return fmt.Errorf("another cachebench is running in %s (lock: %w)", root, err)
 	}
 	e.lock = lock
-	if left, err := mountsUnder(root); err != nil {
+	if left, err := benchkit.MountsUnder(root); err != nil {
 		return err
 	} else if len(left) > 0 {
-		return fmt.Errorf("file systems are still mounted under %s: %s; unmount them first", root, strings.Join(left, ", "))
+		return fmt.Errorf("file systems are still mounted under %s: %s; unmount them first", root, fmt.Sprint(left))
 	}
 	e.root = root
 	for _, name := range append([]string{"logs", "bin", "setup", "redis", "manifest.tsv"}, allTargets()...) {
@@ -177,7 +179,7 @@ func checkBinaries(ctx context.Context, e *env, info *runInfo) error {
 		return fmt.Errorf("juicefs CLI %s: %w (build it with scripts/build-juicefs-peer.sh %s); it formats the volume, so it is needed for every target", cfg.juicefsBin, err, cfg.juicefsBin)
 	}
 	e.juicefs, _ = filepath.Abs(p)
-	info.juicefsVersion = versionOf(ctx, e.juicefs, "--version")
+	info.juicefsVersion = benchkit.VersionOf(ctx, e.juicefs, "--version")
 	if !strings.Contains(info.juicefsVersion, "1.4.1") {
 		e.logf("warning: the juicefs CLI says %q, the peer should be v1.4.1", info.juicefsVersion)
 	}
@@ -195,11 +197,11 @@ func checkBinaries(ctx context.Context, e *env, info *runInfo) error {
 		return err
 	}
 	dst := filepath.Join(e.root, "bin", "disgrafs")
-	if err := copyFile(src, dst); err != nil {
+	if err := benchkit.CopyFile(src, dst, 0o755); err != nil {
 		return fmt.Errorf("disgrafs binary (build it with 'make build' or give -disgrafs): %w", err)
 	}
 	e.disgrafs = dst
-	info.disgrafsVersion = versionOf(ctx, dst, "version")
+	info.disgrafsVersion = benchkit.VersionOf(ctx, dst, "version")
 	// The whole-file cache brings 'disgrafs warmup' and 'mount --prefetch'.
 	mountHelp, _ := exec.CommandContext(ctx, dst, "mount", "--help").CombinedOutput()
 	if err := exec.CommandContext(ctx, dst, "warmup", "--help").Run(); err != nil || !strings.Contains(string(mountHelp), "--prefetch") {
@@ -207,29 +209,6 @@ func checkBinaries(ctx context.Context, e *env, info *runInfo) error {
 			cfg.disgrafsBin, info.disgrafsVersion, tJuiceCold, tJuiceWarm, tNative)
 	}
 	return nil
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	out, err := os.OpenFile(dst+".tmp", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Close(); err != nil {
-		return err
-	}
-	return os.Rename(dst+".tmp", dst)
 }
 
 // checkLine is the gist of a warmup --check: its last line without a log prefix.
@@ -260,17 +239,6 @@ func moduleVersion(bin, mod string) string {
 		}
 	}
 	return "toxiproxy (unknown version)"
-}
-
-func versionOf(ctx context.Context, bin, arg string) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, arg).Output()
-	if err != nil {
-		return "unknown (" + err.Error() + ")"
-	}
-	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	return line
 }
 
 // juicefsMount mounts the volume with the juicefs CLI in the foreground.
@@ -407,18 +375,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error)
 		return err
 	}
 	info.duration = time.Since(started)
-	info.loadEnd = firstLine("/proc/loadavg")
+	info.loadEnd = benchkit.FirstLine("/proc/loadavg")
 	report := renderReport(cfg, info, res)
-	if _, err := io.WriteString(stdout, report); err != nil {
-		return fmt.Errorf("write the report: %w", err)
+	if err := benchkit.WriteReport(stdout, cfg.out, report); err != nil {
+		return err
 	}
 	if cfg.out != "" {
-		if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
-			return fmt.Errorf("report directory: %w", err)
-		}
-		if err := os.WriteFile(cfg.out, []byte(report), 0o644); err != nil {
-			return fmt.Errorf("write the report: %w", err)
-		}
 		e.logf("report written to %s", cfg.out)
 	}
 	return nil
@@ -638,7 +600,7 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 		return out, nil
 	}
 	if e.cfg.pageCache == "drop" || t.cold() {
-		if err := dropCaches(); err != nil {
+		if err := benchkit.DropCaches(); err != nil {
 			return passResult{}, err
 		}
 	} else {
