@@ -87,8 +87,9 @@ func (fs *FS) asyncFlush(ctx *reqContext, fh uint64) bool {
 	if h == nil || h.locked.Load() {
 		return false
 	}
-	if t := h.ticket.Load(); t != nil {
-		t.Restage(h.size.Load())
+	if h.ticket.Load() != nil {
+		// Closed before (a dup'd or inherited descriptor): the journal keeps
+		// the first length, which only the report after a crash uses.
 		return true
 	}
 	wctx, cancel := waitCtx(ctx)

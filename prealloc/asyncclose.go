@@ -72,8 +72,8 @@ type closer struct {
 	mu      sync.Mutex
 	staged  map[*CloseTicket]struct{} // journaled, handle not released yet
 	queued  map[uint64][]*CloseTicket // released, commit not landed, by inode
+	nQueued int                       // tickets in queued
 	failed  map[uint64]error          // commit errors not yet reported by fsync
-	lostRec []CloseRecord             // found short at replay (for status)
 	jobs    chan closeJob
 	wg      sync.WaitGroup
 	running atomic.Bool
@@ -108,22 +108,14 @@ func (c *closer) collectors(m *Manager) []prometheus.Collector {
 func (c *closer) pending() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := 0
-	for _, ts := range c.queued {
-		n += len(ts)
-	}
-	return n
+	return c.nQueued
 }
 
 // held counts staged and queued closes: what the queue's bound applies to.
 func (c *closer) held() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n := len(c.staged)
-	for _, ts := range c.queued {
-		n += len(ts)
-	}
-	return n
+	return len(c.staged) + c.nQueued
 }
 
 // AsyncClose reports whether closes of files created in enabled directories
@@ -170,15 +162,6 @@ func (m *Manager) StageClose(ctx context.Context, ino, parent uint64, name strin
 	return t, nil
 }
 
-// Restage updates a ticket's length when a handle is closed again (dup'd
-// descriptors flush once per close); the journal keeps the first length,
-// which only matters for the report after a crash.
-func (t *CloseTicket) Restage(size uint64) {
-	if size > t.rec.Size {
-		t.rec.Size = size
-	}
-}
-
 // QueueClose hands a staged close to the background worker, which runs
 // commit in the order closes were queued. With the worker gone (unmounting)
 // commit runs now.
@@ -187,6 +170,7 @@ func (m *Manager) QueueClose(t *CloseTicket, commit CloseCommit) {
 	c.mu.Lock()
 	delete(c.staged, t)
 	c.queued[t.rec.Ino] = append(c.queued[t.rec.Ino], t)
+	c.nQueued++
 	running := c.running.Load()
 	c.mu.Unlock()
 	if running {
@@ -209,6 +193,7 @@ func (m *Manager) runClose(j closeJob) {
 	for i, x := range ts {
 		if x == t {
 			ts = append(ts[:i:i], ts[i+1:]...)
+			c.nQueued--
 			break
 		}
 	}
@@ -415,20 +400,9 @@ func (m *Manager) reportLost(r CloseRecord, found uint64) {
 		c.mLost.Inc()
 	}
 	m.mu.Lock()
-	m.recent = append(m.recent, Conflict{Ino: r.Ino, Parent: r.Parent, Name: r.Name, Landed: r.Name,
+	m.addRecent(Conflict{Ino: r.Ino, Parent: r.Parent, Name: r.Name, Landed: r.Name,
 		Reason: fmt.Sprintf("async close lost: %d of %d bytes committed before the daemon stopped", found, r.Size), At: time.Now()})
-	if len(m.recent) > 50 {
-		m.recent = m.recent[len(m.recent)-50:]
-	}
 	m.mu.Unlock()
-	if m.cl != nil {
-		m.cl.mu.Lock()
-		m.cl.lostRec = append(m.cl.lostRec, r)
-		if len(m.cl.lostRec) > 50 {
-			m.cl.lostRec = m.cl.lostRec[len(m.cl.lostRec)-50:]
-		}
-		m.cl.mu.Unlock()
-	}
 }
 
 // checkCloses validates the closes bucket (journal check).

@@ -743,10 +743,7 @@ func (m *Manager) finish(e *entry, parent uint64, name, reason string, err error
 		m.failed[r.Ino] = err
 	}
 	if reason != "" {
-		m.recent = append(m.recent, Conflict{Ino: r.Ino, Parent: r.Parent, Name: r.Name, Landed: name, Reason: reason, At: time.Now()})
-		if len(m.recent) > 50 {
-			m.recent = m.recent[len(m.recent)-50:]
-		}
+		m.addRecent(Conflict{Ino: r.Ino, Parent: r.Parent, Name: r.Name, Landed: name, Reason: reason, At: time.Now()})
 	}
 	m.mu.Unlock()
 	m.landed.Add(1)
@@ -766,4 +763,13 @@ func (m *Manager) finish(e *entry, parent uint64, name, reason string, err error
 		}
 	}
 	close(e.done)
+}
+
+// addRecent keeps the last 50 conflicts and lost closes for status. Called
+// with m.mu held.
+func (m *Manager) addRecent(c Conflict) {
+	m.recent = append(m.recent, c)
+	if len(m.recent) > 50 {
+		m.recent = m.recent[len(m.recent)-50:]
+	}
 }
