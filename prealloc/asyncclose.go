@@ -89,7 +89,7 @@ func newCloser() *closer {
 		failed: map[uint64]error{}, jobs: make(chan closeJob, maxQueuedCloses)}
 }
 
-func (c *closer) collectors(m *Manager) []prometheus.Collector {
+func (c *closer) collectors() []prometheus.Collector {
 	c.mLanded = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_closes_total", Help: "Async closes whose data commit landed."})
 	c.mErrs = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_close_errors_total", Help: "Async closes whose data commit failed (reported by the next fsync)."})
 	c.mLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_close_lost_total",
@@ -185,7 +185,9 @@ func (m *Manager) QueueClose(t *CloseTicket, commit CloseCommit) {
 
 func (m *Manager) runClose(j closeJob) {
 	c := m.cl
-	err := j.commit(m.ctxOrBackground())
+	// Not cancelled by unmount (Close drains the queue); JuiceFS's own
+	// retries bound each commit.
+	err := j.commit(background())
 	t := j.t
 	t.err = err
 	c.mu.Lock()
@@ -221,10 +223,6 @@ func (m *Manager) runClose(j closeJob) {
 	m.j.later(func(tx *bolt.Tx) error { return tx.Bucket(bucketCloses).Delete(key(seq)) })
 	close(t.done)
 }
-
-// ctxOrBackground is the context commits run under: they are not cancelled
-// by unmount (Close drains them), only bounded by JuiceFS's own retries.
-func (m *Manager) ctxOrBackground() context.Context { return background() }
 
 func (m *Manager) closeLoop() {
 	c := m.cl

@@ -240,7 +240,7 @@ func (m *Manager) initMetrics(r prometheus.Registerer) error {
 		func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return float64(len(m.byIno)) })
 	cs := []prometheus.Collector{m.mHits, m.mMisses, m.mConflicts, m.mLost, m.mLatency, pool, pend}
 	if m.cl != nil {
-		cs = append(cs, m.cl.collectors(m)...)
+		cs = append(cs, m.cl.collectors()...)
 	}
 	if r == nil {
 		return nil
