@@ -14,6 +14,7 @@ type Metrics struct {
 
 	prefetchQueued, prefetchDone, prefetchDropped prometheus.Counter
 	prefetchUsed, prefetchWasted, prefetchFailed  prometheus.Counter
+	prefetchSkipped                               prometheus.Counter
 	prefetchQueue                                 prometheus.Gauge
 
 	warmupFiles, warmupBytes prometheus.Counter
@@ -48,6 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		prefetchFailed:   c("prefetch_failed_total", "Prefetches that failed (file gone, changed, no space)."),
 		prefetchUsed:     c("prefetch_used_total", "Prefetched files that were opened afterwards."),
 		prefetchWasted:   c("prefetch_wasted_total", "Prefetched files evicted before anyone opened them."),
+		prefetchSkipped:  c("prefetch_skipped_opens_total", "Opens whose neighbours were not looked for because the last ones looked for were all cached already."),
 		prefetchQueue:    g("prefetch_queue_length", "Files waiting in the prefetch queue."),
 		warmupFiles:      c("warmup_files_total", "Files processed by warmups (cached, already cached or evicted)."),
 		warmupBytes:      c("warmup_bytes_total", "Bytes copied into the cache by warmups."),
@@ -58,7 +60,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
 			m.filledFiles, m.filledBytes, m.passthroughOpens, m.bytes, m.files, m.budget,
 			m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
-			m.prefetchWasted, m.prefetchQueue, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
+			m.prefetchWasted, m.prefetchSkipped, m.prefetchQueue, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
 	}
 	return m
 }
@@ -131,6 +133,12 @@ func (m *Metrics) prefetchDoneInc() {
 func (m *Metrics) prefetchDroppedInc() {
 	if m != nil {
 		m.prefetchDropped.Inc()
+	}
+}
+
+func (m *Metrics) prefetchSkippedInc() {
+	if m != nil {
+		m.prefetchSkipped.Inc()
 	}
 }
 

@@ -36,7 +36,7 @@ type PrefetchConfig struct {
 
 // DefaultPrefetchConfig suits datasets of many small files.
 func DefaultPrefetchConfig() PrefetchConfig {
-	return PrefetchConfig{Width: 16, Depth: 1, Threads: 8, QueueLen: 4096, MaxFileSize: 64 << 20, MaxAge: 30 * time.Second}
+	return PrefetchConfig{Width: 16, Depth: 1, Threads: 32, QueueLen: 4096, MaxFileSize: 64 << 20, MaxAge: 30 * time.Second}
 }
 
 type job struct {
@@ -68,7 +68,23 @@ type Prefetcher struct {
 	active     int
 	prefetched map[uint64]struct{} // fetched and not yet opened
 	closed     bool
+
+	// Finding a file's neighbours reads the graph (files of its tags,
+	// co-access) and costs far more CPU than serving a cached open. When the
+	// data set around the reader is already cached, expansions find nothing
+	// to fetch; after a run of those only every 2^k-th open is expanded (k
+	// grows with the run, up to maxSkipShift), until an expansion finds work
+	// again or an open misses the cache.
+	opens     uint64
+	fruitless int
 }
+
+// fruitlessStep is how many fruitless expansions in a row double the
+// spacing of the next ones; maxSkipShift caps it at one open in 64.
+const (
+	fruitlessStep = 8
+	maxSkipShift  = 6
+)
 
 // NewPrefetcher returns a prefetcher filling c from src.
 func NewPrefetcher(c *Cache, src Source, nb Neighbours, cfg PrefetchConfig, log *slog.Logger) *Prefetcher {
@@ -109,9 +125,21 @@ func NewPrefetcher(c *Cache, src Source, nb Neighbours, cfg PrefetchConfig, log 
 // daemon. Call before Run.
 func (p *Prefetcher) SetForeground(fn func() int64) { p.foreground = fn }
 
-// Opened tells the prefetcher a file was opened for reading; it never blocks.
-func (p *Prefetcher) Opened(ino uint64) {
+// expandEvery is the spacing of expanded opens after a run of fruitless
+// expansions.
+func expandEvery(fruitless int) uint64 {
+	return 1 << min(fruitless/fruitlessStep, maxSkipShift)
+}
+
+// Opened tells the prefetcher a file was opened for reading (hit: from the
+// cache); it never blocks.
+func (p *Prefetcher) Opened(ino uint64, hit bool) {
 	p.mu.Lock()
+	p.opens++
+	if !hit {
+		p.fruitless = 0
+	}
+	skip := p.opens%expandEvery(p.fruitless) != 0
 	if _, ok := p.prefetched[ino]; ok {
 		delete(p.prefetched, ino)
 		p.met.prefetchUsedInc()
@@ -122,6 +150,10 @@ func (p *Prefetcher) Opened(ino uint64) {
 		p.met.prefetchDroppedInc()
 	}
 	p.mu.Unlock()
+	if skip {
+		p.met.prefetchSkippedInc()
+		return
+	}
 	select {
 	case p.expand <- job{ino: ino, depth: 1, at: time.Now()}:
 	default: // the expander is behind: this open's neighbours are skipped
@@ -141,11 +173,13 @@ func (p *Prefetcher) evicted(ino uint64) {
 	p.mu.Unlock()
 }
 
-func (p *Prefetcher) push(ino uint64, depth int) {
+// push queues ino; false when it was queued already (or the prefetcher is
+// closed).
+func (p *Prefetcher) push(ino uint64, depth int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || p.queued[ino] != nil {
-		return
+		return false
 	}
 	j := &job{ino: ino, depth: depth, at: time.Now()}
 	j.elem = p.queue.PushFront(j)
@@ -157,6 +191,7 @@ func (p *Prefetcher) push(ino uint64, depth int) {
 	}
 	p.met.prefetchQueueSet(p.queue.Len())
 	p.cond.Signal()
+	return true
 }
 
 func (p *Prefetcher) removeLocked(j *job) {
@@ -216,11 +251,19 @@ func (p *Prefetcher) expander(ctx context.Context) {
 				p.log.Debug("prefetch: finding related files", "ino", j.ino, "error", err)
 				continue
 			}
+			pushed := false
 			for _, ino := range inos {
 				if !p.cache.Contains(ino) {
-					p.push(ino, j.depth)
+					pushed = p.push(ino, j.depth) || pushed
 				}
 			}
+			p.mu.Lock()
+			if pushed {
+				p.fruitless = 0
+			} else {
+				p.fruitless++
+			}
+			p.mu.Unlock()
 		}
 	}
 }

@@ -210,7 +210,8 @@ type neighbours struct {
 
 type nameList struct {
 	at    time.Time
-	files []graph.File // sorted by name
+	files []graph.File   // sorted by name
+	pos   map[uint64]int // inode -> index in files
 }
 
 const listTTL = 10 * time.Second
@@ -309,7 +310,12 @@ func (n *neighbours) list(ctx context.Context, key string, load func() ([]graph.
 		}
 		return int(a.ID) - int(b.ID)
 	})
-	l = &nameList{at: time.Now(), files: files}
+	l = &nameList{at: time.Now(), files: files, pos: make(map[uint64]int, len(files))}
+	for i, f := range files {
+		if _, dup := l.pos[uint64(f.ID)]; !dup {
+			l.pos[uint64(f.ID)] = i
+		}
+	}
 	n.mu.Lock()
 	if len(n.lists) > 1024 {
 		n.lists = map[string]*nameList{}
@@ -321,8 +327,8 @@ func (n *neighbours) list(ctx context.Context, key string, load func() ([]graph.
 
 // following returns up to limit files after ino in l's name order.
 func following(l *nameList, ino uint64, limit int) []uint64 {
-	i := slices.IndexFunc(l.files, func(f graph.File) bool { return uint64(f.ID) == ino })
-	if i < 0 {
+	i, ok := l.pos[ino]
+	if !ok {
 		return nil
 	}
 	var out []uint64

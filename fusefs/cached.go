@@ -52,7 +52,18 @@ type cacheState struct {
 
 	// inflight counts reads going to JuiceFS: the prefetcher yields to them.
 	inflight atomic.Int64
+
+	// warmDirs are the directories holding files with a current copy, and
+	// their ancestors (see warmDirTTL); dirParents the parents of the
+	// directories looked up, to find those ancestors.
+	dmu        sync.Mutex
+	warmDirs   map[uint64]struct{}
+	dirParents map[uint64]uint64
 }
+
+// maxWarmDirs bounds warmDirs; when it is full it starts over (the
+// directories are learnt again from the next lookups).
+const maxWarmDirs = 1 << 16
 
 type cachedHandle struct {
 	ino         uint64
@@ -75,7 +86,8 @@ type inodeIO struct {
 }
 
 func newCacheState(o CacheOptions) *cacheState {
-	s := &cacheState{CacheOptions: o, handles: map[uint64]*cachedHandle{}, inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}}
+	s := &cacheState{CacheOptions: o, handles: map[uint64]*cachedHandle{}, inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{},
+		warmDirs: map[uint64]struct{}{}, dirParents: map[uint64]uint64{}}
 	s.passthrough.Store(o.Passthrough)
 	return s
 }
@@ -134,7 +146,7 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 	hit, ok := s.Cache.Get(ino, ver)
 	defer func() { // after the lock is released (defers run last first)
 		if s.Prefetch != nil {
-			s.Prefetch.Opened(ino)
+			s.Prefetch.Opened(ino, ok)
 		}
 		if s.Learner != nil {
 			s.Learner.Opened(ctx.pid, ino)
@@ -200,9 +212,16 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 	if ok && s.pages[ino] == ver {
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
 	} else {
-		if e.Attr.KeepCache && !ok {
+		switch {
+		case e.Attr.KeepCache && !ok:
 			out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
-		} else if fs.server != nil {
+		case ctx.validated != nil:
+			// The kernel has just received these attributes in the reply
+			// to this open's own LOOKUP: its size is current.
+		case fs.server != nil:
+			// The kernel may hold older attributes (a cached file's last
+			// for --cache-ttl): have it read them again, so that it does
+			// not cut reads at a stale size.
 			fs.server.InodeNotify(ino, -1, 0)
 		}
 		if ok {
@@ -312,13 +331,66 @@ func (fs *FS) releaseCached(fh uint64) {
 }
 
 // cacheTTL returns the long timeout for a regular file whose cached copy is
-// current, or 0.
+// current, or for a directory on the way to one (see warmDirTTL); 0 for the
+// others.
 func (fs *FS) cacheTTL(e *meta.Entry) time.Duration {
-	if fs.cache == nil || e.Attr.Typ != meta.TypeFile || fs.cache.TTL <= 0 {
+	if fs.cache == nil || fs.cache.TTL <= 0 {
 		return 0
 	}
-	if fs.cache.Cache.Has(uint64(e.Inode), versionOf(e.Attr)) {
-		return fs.cache.TTL
+	switch e.Attr.Typ {
+	case meta.TypeFile:
+		if fs.cache.Cache.Has(uint64(e.Inode), versionOf(e.Attr)) {
+			fs.cache.warmParent(e.Attr.Parent)
+			return fs.cache.TTL
+		}
+	case meta.TypeDirectory:
+		return fs.cache.warmDirTTL(e)
 	}
 	return 0
+}
+
+// warmDirTTL gives the directories that hold cached files, and their
+// ancestors, the long timeout of the cached files themselves. A training job
+// reads a warmed data set in random order; with JuiceFS's one second for
+// directory entries, every file's path walk would look its directories up
+// again in the metadata engine, a round trip each. What a longer timeout
+// lets the kernel keep is the directory's name and attributes: a directory
+// renamed or removed by another node keeps answering here by its old path
+// for up to --cache-ttl, like the cached files' own names. The files' data
+// is still checked at every open.
+func (s *cacheState) warmDirTTL(e *meta.Entry) time.Duration {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	if e.Attr.Parent != 0 {
+		if len(s.dirParents) >= maxWarmDirs {
+			clear(s.dirParents)
+		}
+		s.dirParents[uint64(e.Inode)] = uint64(e.Attr.Parent)
+	}
+	if _, ok := s.warmDirs[uint64(e.Inode)]; !ok {
+		return 0
+	}
+	s.warmLocked(uint64(e.Attr.Parent))
+	return s.TTL
+}
+
+// warmParent records that directory ino holds a file with a current copy,
+// and so do its ancestors, as far as lookups have shown them.
+func (s *cacheState) warmParent(ino meta.Ino) {
+	s.dmu.Lock()
+	s.warmLocked(uint64(ino))
+	s.dmu.Unlock()
+}
+
+func (s *cacheState) warmLocked(ino uint64) {
+	for ino != 0 && ino != uint64(meta.RootInode) {
+		if _, ok := s.warmDirs[ino]; ok {
+			return
+		}
+		if len(s.warmDirs) >= maxWarmDirs {
+			clear(s.warmDirs)
+		}
+		s.warmDirs[ino] = struct{}{}
+		ino = s.dirParents[ino]
+	}
 }

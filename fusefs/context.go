@@ -19,6 +19,10 @@ type reqContext struct {
 	pid      uint32
 	cancel   <-chan struct{}
 	canceled bool
+	// validated holds attributes of validatedIno that this request's own
+	// path walk has just read from the metadata engine (see openvalid.go).
+	validated    *meta.Attr
+	validatedIno meta.Ino
 }
 
 func newContext(cancel <-chan struct{}, h *fuse.InHeader) *reqContext {

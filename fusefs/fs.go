@@ -29,6 +29,10 @@ type Options struct {
 	// NegEntryTimeout caches "no such file" answers; zero keeps them uncached,
 	// which is the safe choice when other nodes create files.
 	NegEntryTimeout time.Duration
+	// OpenCheckWindow lets an open use the attributes a LOOKUP by the same
+	// thread read from the metadata engine at most this long before, instead
+	// of reading them again (see openvalid.go); zero reads them at every open.
+	OpenCheckWindow time.Duration
 	// Tags enables the virtual tag tree (.tags, .query) and index upkeep.
 	Tags TagOptions
 	// Cache serves cached files without the daemon on the read path (nil:
@@ -59,6 +63,10 @@ type FS struct {
 	ops    opCounters
 	tags   *tagTree    // nil when tags are off
 	cache  *cacheState // nil when the whole-file cache is off
+	// lookups remembers what recent lookups read, for the opens of the same
+	// path walks (nil when OpenCheckWindow is zero).
+	lookups          *lookupMemo
+	opensAfterLookup atomic.Uint64 // opens that used their lookup's attributes
 
 	preDirs sync.Map // pre-allocation directory inode -> *cachedDirAttr
 	async   sync.Map // handle -> *asyncHandle (async close)
@@ -83,6 +91,13 @@ func New(v *vfs.VFS, opts Options) *FS {
 	}
 	if opts.Cache != nil && opts.Cache.Cache != nil {
 		fs.cache = newCacheState(*opts.Cache)
+	}
+	if fs.lookups = newLookupMemo(opts.OpenCheckWindow); fs.lookups != nil {
+		// The VFS opens files through its Meta field; wrapping it is the one
+		// way to hand JuiceFS attributes it need not read again.
+		if _, done := v.Meta.(openValidatedMeta); !done {
+			v.Meta = openValidatedMeta{Meta: v.Meta}
+		}
 	}
 	return fs
 }
@@ -141,7 +156,7 @@ func (fs *FS) replyEntry(ctx *reqContext, e *meta.Entry, out *fuse.EntryOut) fus
 	out.NodeId = uint64(e.Inode)
 	out.Generation = 1
 	if e.Attr.Typ == meta.TypeDirectory {
-		out.SetEntryTimeout(fs.opts.DirEntryTimeout)
+		out.SetEntryTimeout(max(fs.opts.DirEntryTimeout, fs.cacheTTL(e)))
 	} else {
 		out.SetEntryTimeout(max(fs.opts.EntryTimeout, fs.cacheTTL(e)))
 	}
@@ -184,6 +199,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 				if err != 0 {
 					return st(err)
 				}
+				fs.lookups.note(h.Pid, e.Inode, e.Attr)
 				return fs.replyEntry(ctx, e, out)
 			}, out)
 		}
@@ -197,6 +213,9 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 		return status
 	}
 	e, err := fs.v.Lookup(ctx, meta.Ino(h.NodeId), name)
+	if err == 0 {
+		fs.lookups.note(h.Pid, e.Inode, e.Attr)
+	}
 	if err == 0 && fs.tags != nil {
 		fs.tags.rememberDentry(h.NodeId, name, uint64(e.Inode))
 		fs.opts.Names.note(uint64(e.Inode), h.NodeId, name)
@@ -531,6 +550,10 @@ func (fs *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) f
 	ctx := newContext(cancel, &in.InHeader)
 	if errno := fs.asyncWaitOpen(ctx, in.NodeId); errno != 0 {
 		return st(errno)
+	}
+	if a, ok := fs.lookups.take(in.Pid, meta.Ino(in.NodeId)); ok {
+		ctx.validated, ctx.validatedIno = &a, meta.Ino(in.NodeId)
+		fs.opensAfterLookup.Add(1)
 	}
 	e, fh, err := fs.v.Open(ctx, meta.Ino(in.NodeId), in.Flags)
 	if err != 0 {

@@ -150,7 +150,9 @@ func (oc opsCollector) Collect(ch chan<- prometheus.Metric) {
 // RegisterMetrics registers the mount's FUSE metrics on r (the "fuse"
 // subsystem: names come out as disgrafs_fuse_...):
 //   - ops_total{op}: requests served, by operation;
-//   - op_duration_seconds{op}: how long the daemon took to answer them.
+//   - op_duration_seconds{op}: how long the daemon took to answer them;
+//   - opens_after_lookup_total: opens that used the attributes their own
+//     path walk's LOOKUP had just read, saving a metadata round trip.
 //
 // Call it before Mount: latencies are recorded from then on.
 func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
@@ -166,6 +168,15 @@ func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
 	}
 	if err := r.Register(hist); err != nil {
 		r.Unregister(ops)
+		return err
+	}
+	after := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "opens_after_lookup_total",
+		Help: "Opens that used the attributes their own path walk's LOOKUP had just read from the metadata engine instead of reading them again.",
+	}, func() float64 { return float64(fs.opensAfterLookup.Load()) })
+	if err := r.Register(after); err != nil {
+		r.Unregister(ops)
+		r.Unregister(hist)
 		return err
 	}
 	var dur [numOps]prometheus.Observer

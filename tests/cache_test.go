@@ -329,24 +329,41 @@ func TestCacheDiskFull(t *testing.T) {
 func TestCacheSharedVolumeNeverStale(t *testing.T) {
 	needRoot(t)
 	metaURL, _ := formatShared(t, "cachestale")
-	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--passthrough-min", "64K", "--passthrough-min-age", "0"}})
+	addr := freeMetricsAddr(t)
+	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--passthrough-min", "64K", "--passthrough-min-age", "0", "--metrics", addr}})
 	b := startMount(t, MountOpts{Meta: metaURL})
 	files := dataset(t, a.Path("ds"), "train", 6, 200<<10, 4)
 	warmup(t, "--tag", "train", a.Dir)
 	verify(t, files)
+	// Node A's kernel keeps the names of cached files (--cache-ttl), so its
+	// opens ask the metadata engine themselves; once it has forgotten them
+	// (dropDentries), each open's own lookup reads the attributes and the
+	// open uses those (--open-check-window). Both must see B's close.
 	cases := []struct {
-		name    string
-		content []byte
+		name         string
+		content      []byte
+		dropDentries bool
 	}{
-		{"same length", bytes.Repeat([]byte("s"), len(files[a.Path("ds", "f0000")]))},
-		{"longer", bytes.Repeat([]byte("L"), 300<<10)},
-		{"shorter", []byte("short")},
+		{"same length", bytes.Repeat([]byte("s"), len(files[a.Path("ds", "f0000")])), false},
+		{"longer", bytes.Repeat([]byte("L"), 300<<10), false},
+		{"shorter", []byte("short"), false},
+		{"same length, open after lookup", bytes.Repeat([]byte("t"), len(files[a.Path("ds", "f0003")])), true},
+		{"longer, open after lookup", bytes.Repeat([]byte("M"), 300<<10), true},
+		{"shorter, open after lookup", []byte("tiny"), true},
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			name := fmt.Sprintf("f%04d", i)
+			before := metric(t, addr, "disgrafs_fuse_opens_after_lookup_total")
 			if err := os.WriteFile(b.Path("ds", name), c.content, 0o644); err != nil {
 				t.Fatal(err)
+			}
+			if c.dropDentries {
+				// Drops the kernel's unused dentries and inodes: node A's
+				// next path walk looks the file up again.
+				if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+					t.Fatalf("drop the kernel's dentries: %v", err)
+				}
 			}
 			got, err := os.ReadFile(a.Path("ds", name))
 			if err != nil {
@@ -355,8 +372,61 @@ func TestCacheSharedVolumeNeverStale(t *testing.T) {
 			if !bytes.Equal(got, c.content) {
 				t.Fatalf("node A served %d stale bytes after node B wrote %d and closed", len(got), len(c.content))
 			}
+			after := metric(t, addr, "disgrafs_fuse_opens_after_lookup_total")
+			if c.dropDentries && after <= before {
+				t.Fatalf("node A's open did not use its own lookup's attributes (opens_after_lookup_total %v -> %v): the case did not test that path", before, after)
+			}
 		})
 	}
+}
+
+// Directories holding cached files keep their kernel entries as long as the
+// cached files do (--cache-ttl), not the one second of --dir-entry-cache: a
+// second pass over a warmed data set after that second looks nothing up.
+func TestCacheWarmDirectoriesStayCached(t *testing.T) {
+	needRoot(t)
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr, "--dir-entry-cache", "1s", "--cache-ttl", "1m"}})
+	files := dataset(t, m.Path("set", "a", "b"), "warmdirs", 8, 16<<10, 9)
+	warmup(t, "--tag", "warmdirs", m.Dir)
+	// The kernel keeps what the creates told it for a second. The first
+	// pass after that looks everything up: the files get the long timeout
+	// and mark their directories warm; the next lookup of each directory
+	// (after its second) gives it the long timeout too.
+	for range 2 {
+		time.Sleep(1500 * time.Millisecond)
+		verify(t, files)
+	}
+	time.Sleep(1500 * time.Millisecond) // past --dir-entry-cache
+	lookupsBefore := opCount(t, addr, "lookup")
+	verify(t, files)
+	if n := opCount(t, addr, "lookup") - lookupsBefore; n != 0 {
+		t.Fatalf("the second pass over a warmed data set made %v lookups: its directories' entries expired", n)
+	}
+}
+
+// opCount reads disgrafs_fuse_ops_total for one operation.
+func opCount(t testing.TB, addr, op string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	var p expfmt.TextParser
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("parse metrics: %v", err)
+	}
+	for _, m := range mfs["disgrafs_fuse_ops_total"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "op" && l.GetValue() == op {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no disgrafs_fuse_ops_total{op=%q}", op)
+	return 0
 }
 
 func TestCacheBadInput(t *testing.T) {

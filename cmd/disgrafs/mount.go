@@ -55,6 +55,7 @@ type mountFlags struct {
 	debug                           bool
 	options                         []string
 	attrCache, entryCache, dirCache time.Duration
+	openCheckWindow                 time.Duration
 
 	noTags                 bool
 	graph, graphUser       string
@@ -101,7 +102,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.BoolVar(&f.prefetch, "prefetch", true, "prefetch files related to opened ones (shared tags, co-access, next in name order) and learn co-access")
 	fl.IntVar(&f.prefetchWidth, "prefetch-width", 16, "files queued per opened file")
 	fl.IntVar(&f.prefetchDepth, "prefetch-depth", 1, "1: files related to opened ones; 2: also files related to those; ...")
-	fl.IntVar(&f.prefetchThreads, "prefetch-threads", 8, "files fetched at once when no foreground read goes through the daemon")
+	fl.IntVar(&f.prefetchThreads, "prefetch-threads", 32, "files fetched at once when no foreground read goes through the daemon (half as many while some do); fetches from remote storage are bound by latency, not bandwidth")
 	fl.StringVar(&f.prefetchMaxFile, "prefetch-max-file", "64M", "largest file the prefetcher copies (warmup has no limit)")
 	fl.Float64Var(&f.freeSpace, "free-space-ratio", 0.1, "minimum free space ratio kept on the cache disk")
 	fl.StringVar(&f.bufferSize, "buffer-size", "300M", "total size of read/write buffers")
@@ -114,6 +115,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.DurationVar(&f.attrCache, "attr-cache", time.Second, "how long the kernel caches attributes")
 	fl.DurationVar(&f.entryCache, "entry-cache", time.Second, "how long the kernel caches file entries")
 	fl.DurationVar(&f.dirCache, "dir-entry-cache", time.Second, "how long the kernel caches directory entries")
+	fl.DurationVar(&f.openCheckWindow, "open-check-window", 2*time.Millisecond, "an open uses the attributes its own path walk's lookup read from the metadata engine at most this long before, instead of reading them again (one round trip less per file); 0 reads them at every open")
 	fl.BoolVar(&f.noTags, "no-tags", false, "turn tags, the graph index and the tag directories off")
 	fl.StringVar(&f.graph, "graph", "", "tag index: empty for the embedded bbolt index, or neo4j://HOST:7687 / bolt://HOST:7687 for a graph shared by several nodes (password in DISGRAFS_GRAPH_PASSWORD or the config key graph-password)")
 	fl.StringVar(&f.graphUser, "graph-user", "neo4j", "user of the Neo4j graph")
@@ -221,6 +223,7 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 			AttrTimeout:     f.attrCache,
 			EntryTimeout:    f.entryCache,
 			DirEntryTimeout: f.dirCache,
+			OpenCheckWindow: f.openCheckWindow,
 		},
 	}
 	if !f.noTags {
@@ -308,6 +311,9 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 	}
 	if f.passthroughMinAge < 0 {
 		return cfg, fmt.Errorf("--passthrough-min-age %v: must not be negative", f.passthroughMinAge)
+	}
+	if f.openCheckWindow < 0 || f.openCheckWindow > time.Second {
+		return cfg, fmt.Errorf("--open-check-window %v: must be between 0 and 1s (it is how stale an open may be, measured from its own lookup)", f.openCheckWindow)
 	}
 	if f.cacheTTL < 0 {
 		return cfg, fmt.Errorf("--cache-ttl %v: must not be negative", f.cacheTTL)

@@ -1,0 +1,94 @@
+package fusefs
+
+import (
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/juicedata/juicefs/pkg/meta"
+)
+
+// An open must see what another node closed before it (close-to-open), so
+// JuiceFS reads the file's attributes from the metadata engine at every
+// open: one round trip. When the kernel had no dentry for the file, the same
+// open() system call first sent a LOOKUP, which has just read the same
+// attributes from the engine. Like NFS, which counts a LOOKUP made during the
+// open's path walk as the open's revalidation, the open then uses them
+// instead of asking again: one round trip per file instead of two.
+//
+// The kernel does not say which system call a request belongs to. A LOOKUP
+// answered for the same thread and inode at most OpenCheckWindow before the
+// OPEN is taken to be its path walk; a thread that stat()s a file and opens
+// it within that window reads the version the stat saw, as if the open had
+// happened at the stat.
+
+// lookupSlots is how many recent lookups are remembered. A lookup followed
+// by an open of the same file by the same thread within the window is what
+// counts, so a small table overwritten in place is enough; a slot lost to a
+// collision only costs the round trip this saves.
+const lookupSlots = 1024
+
+type lookupRecord struct {
+	ino  meta.Ino
+	pid  uint32
+	at   time.Time
+	attr meta.Attr
+}
+
+// lookupMemo holds the attributes of recent lookups, for the opens that
+// follow them.
+type lookupMemo struct {
+	window time.Duration
+	mu     sync.Mutex
+	slots  [lookupSlots]lookupRecord
+}
+
+func newLookupMemo(window time.Duration) *lookupMemo {
+	if window <= 0 {
+		return nil
+	}
+	return &lookupMemo{window: window}
+}
+
+// note records the attributes a lookup has just read from the engine.
+func (m *lookupMemo) note(pid uint32, ino meta.Ino, attr *meta.Attr) {
+	if m == nil || attr == nil || attr.Typ != meta.TypeFile || !attr.Full {
+		return
+	}
+	m.mu.Lock()
+	m.slots[uint64(ino)%lookupSlots] = lookupRecord{ino: ino, pid: pid, at: time.Now(), attr: *attr}
+	m.mu.Unlock()
+}
+
+// take returns the attributes of a lookup of ino by the same thread within
+// the window, once: a second open must ask the engine again.
+func (m *lookupMemo) take(pid uint32, ino meta.Ino) (meta.Attr, bool) {
+	if m == nil {
+		return meta.Attr{}, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := &m.slots[uint64(ino)%lookupSlots]
+	if r.ino != ino || r.pid != pid || time.Since(r.at) > m.window {
+		return meta.Attr{}, false
+	}
+	attr := r.attr
+	*r = lookupRecord{}
+	return attr, true
+}
+
+// openValidatedMeta is the metadata client the VFS opens files through: an
+// open that carries attributes its own LOOKUP has just read hands them to
+// JuiceFS as complete, which then skips its GetAttr; it still checks access
+// and records the open file.
+type openValidatedMeta struct {
+	meta.Meta
+}
+
+func (m openValidatedMeta) Open(ctx meta.Context, inode meta.Ino, flags uint32, attr *meta.Attr) syscall.Errno {
+	if rc, ok := ctx.(*reqContext); ok && rc.validated != nil && rc.validatedIno == inode && attr != nil {
+		*attr = *rc.validated
+		attr.Full = true
+	}
+	return m.Meta.Open(ctx, inode, flags, attr)
+}
