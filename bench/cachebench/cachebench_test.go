@@ -119,7 +119,7 @@ func TestWriteAndReadPass(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := t.TempDir()
-	if err := writeTree(context.Background(), root, ds, 4, false, nil); err != nil {
+	if err := writeTree(context.Background(), root, ds, 4, false, time.Time{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	manifest := filepath.Join(t.TempDir(), "manifest.tsv")

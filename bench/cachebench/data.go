@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/disgrafs/disgrafs/bench/internal/benchkit"
 )
@@ -175,8 +176,9 @@ func readManifest(path, kind string) ([]fileSpec, error) {
 // writeTree writes every file of the data set below root with the given
 // number of parallel writers, tagging each file through its user.xdg.tags
 // xattr when tag is set (the mount stores it; the native directory does not
-// need tags). progress is called now and then with files written.
-func writeTree(ctx context.Context, root string, ds *dataSet, writers int, tag bool, progress func(done, total int)) error {
+// need tags). A non-zero mtime is set on every file afterwards. progress is
+// called now and then with files written.
+func writeTree(ctx context.Context, root string, ds *dataSet, writers int, tag bool, mtime time.Time, progress func(done, total int)) error {
 	dirs := map[string]bool{}
 	for _, f := range ds.files {
 		dirs[filepath.Dir(f.rel)] = true
@@ -199,9 +201,16 @@ func writeTree(ctx context.Context, root string, ds *dataSet, writers int, tag b
 					return
 				}
 				f := ds.files[i]
-				if err := writeOne(filepath.Join(root, f.rel), f, ds.pool, tag); err != nil {
+				path := filepath.Join(root, f.rel)
+				if err := writeOne(path, f, ds.pool, tag); err != nil {
 					errc <- err
 					return
+				}
+				if !mtime.IsZero() {
+					if err := os.Chtimes(path, mtime, mtime); err != nil {
+						errc <- fmt.Errorf("date %s: %w", path, err)
+						return
+					}
 				}
 				if n := done.Add(1); progress != nil && (n%2000 == 0 || f.kind == kindLarge) {
 					progress(int(n), len(ds.files))

@@ -58,6 +58,7 @@ type config struct {
 	runs         int
 	data         dataSpec
 	passLimit    time.Duration
+	dataAge      time.Duration
 	pageCache    string
 	warmThreads  int
 	writers      int
@@ -95,6 +96,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.data.largeMiB, "large-mib", 1024, "size of each large file, MiB")
 	fs.Uint64Var(&c.data.seed, "seed", 1, "seed of the file sizes, contents and read orders")
 	fs.DurationVar(&c.passLimit, "pass-limit", 2*time.Minute, "longest a pass may take; a pass cut short reports its rate so far (marked; its epoch time is extrapolated). 0: no limit")
+	fs.DurationVar(&c.dataAge, "data-age", time.Hour, "date the data set's files this long ago after writing them, as a data set written earlier (0: leave them new); disgrafs keeps files modified within --passthrough-min-age (10m) off FUSE passthrough")
 	fs.StringVar(&c.pageCache, "page-cache", "drop", "drop: empty the page cache before every pass; second-epoch: warm targets and native read every file once, unmeasured, right before their pass (a training job's next epoch, with the kernel's caches warm); cold targets are dropped either way")
 	fs.IntVar(&c.warmThreads, "warmup-threads", 8, "threads of juicefs warmup (-p); disgrafs warmup runs with its default")
 	fs.IntVar(&c.writers, "writers", 8, "parallel writers when creating the data set")

@@ -72,6 +72,14 @@ func summarize(rs []passResult) summary {
 	return s
 }
 
+// ageDesc says how old the data set's files were made.
+func ageDesc(age time.Duration) string {
+	if age <= 0 {
+		return "when written (-data-age 0)"
+	}
+	return age.String() + " before the run (-data-age), as a data set written earlier"
+}
+
 func formatCount(n int64) string {
 	s := strconv.FormatInt(n, 10)
 	var b strings.Builder
@@ -121,8 +129,8 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 	p("## Graph-aware cache: remote object storage behind toxiproxy\n\n")
 	p("Command: `%s`, %s, %d run(s) per pass, %s.\n\n", info.commandLine, info.date.UTC().Format("2006-01-02 15:04 UTC"), cfg.runs, info.duration.Round(time.Second))
 	p("Machine: %d cores, %s, Linux %s; load average %s at the start, %s at the end.\n\n", info.nproc, info.memory, info.kernel, info.loadStart, info.loadEnd)
-	p("Volume: `%s` (block size 4 MiB, no compression): metadata in Redis db 0 and objects in db 1 of a private redis-server, reached through toxiproxy (%s) whose latency toxic holds back every reply by the latency of the table. Data set: %s and %s, written through a juicefs CLI mount with no latency (%.1f s) and into the native directory (%.1f s); tags are `user.xdg.tags` xattrs.\n\n",
-		info.format, info.toxiproxyVersion, smallDesc, largeDesc, info.writeVolume.Seconds(), info.writeNative.Seconds())
+	p("Volume: `%s` (block size 4 MiB, no compression): metadata in Redis db 0 and objects in db 1 of a private redis-server, reached through toxiproxy (%s) whose latency toxic holds back every reply by the latency of the table. Data set: %s and %s, written through a juicefs CLI mount with no latency (%.1f s) and into the native directory (%.1f s); tags are `user.xdg.tags` xattrs; files dated %s.\n\n",
+		info.format, info.toxiproxyVersion, smallDesc, largeDesc, info.writeVolume.Seconds(), info.writeNative.Seconds(), ageDesc(cfg.dataAge))
 	p("Targets:\n")
 	for _, t := range cfg.targets {
 		p("- (%s) **%s**: %s", targetLetter(t), t, strings.TrimSuffix(info.targetConfig[t], "."))

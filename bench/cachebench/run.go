@@ -401,7 +401,11 @@ func createData(ctx context.Context, e *env, ds *dataSet, info *runInfo) error {
 		return func(done, total int) { e.logf("writing the data set into %s: %d/%d files", where, done, total) }
 	}
 	e.logf("writing %d small and %d large files into the volume (no latency)", e.cfg.data.smallFiles, e.cfg.data.largeFiles)
-	if err := writeTree(ctx, mnt, ds, e.cfg.writers, true, progress("the volume")); err != nil {
+	var mtime time.Time
+	if e.cfg.dataAge > 0 {
+		mtime = time.Now().Add(-e.cfg.dataAge)
+	}
+	if err := writeTree(ctx, mnt, ds, e.cfg.writers, true, mtime, progress("the volume")); err != nil {
 		return fmt.Errorf("write the data set into the volume: %w", err)
 	}
 	err = e.setup.stop()
@@ -413,7 +417,7 @@ func createData(ctx context.Context, e *env, ds *dataSet, info *runInfo) error {
 	for _, t := range e.targets {
 		if t.name == tNative {
 			start := time.Now()
-			if err := writeTree(ctx, t.root, ds, e.cfg.writers, false, progress("the native directory")); err != nil {
+			if err := writeTree(ctx, t.root, ds, e.cfg.writers, false, mtime, progress("the native directory")); err != nil {
 				return fmt.Errorf("write the native copy: %w", err)
 			}
 			info.writeNative = time.Since(start)
