@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -204,8 +205,10 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 type neighbours struct {
 	d *Daemon
 
-	mu    sync.Mutex
-	lists map[string]*nameList // "tag:T" or "dir:INO"
+	mu       sync.Mutex
+	lists    map[string]*nameList // "tag:T" or "dir:INO"
+	counts   map[string]int       // files per tag
+	countsAt time.Time
 }
 
 type nameList struct {
@@ -230,10 +233,13 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip
 	}
 	d := n.d
 	if d.tags != nil && d.tags.svc.Check() == nil {
-		if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
-			for _, s := range rel {
-				if add(uint64(s.File.ID)) {
-					return out, nil
+		tags, tagsErr := d.tags.store.TagsOf(ctx, graph.FileID(ino))
+		if tagsErr == nil && n.postings(ctx, tags) <= relatedPostings {
+			if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
+				for _, s := range rel {
+					if add(uint64(s.File.ID)) {
+						return out, nil
+					}
 				}
 			}
 		}
@@ -244,7 +250,7 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip
 				}
 			}
 		}
-		if tags, err := d.tags.store.TagsOf(ctx, graph.FileID(ino)); err == nil {
+		if tagsErr == nil {
 			for _, t := range tags {
 				l, err := n.list(ctx, "tag:"+t, func() ([]graph.File, error) { return d.tags.store.Files(ctx, []string{t}) })
 				if err != nil {
@@ -284,6 +290,44 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip
 		}
 	}
 	return out, nil
+}
+
+// relatedPostings bounds the work of ranking an opened file's relatives by
+// shared tags: the sum of its tags' file counts. Ranking scans every file of
+// every tag, and when a tag spans a whole data set (every file of the epoch
+// tagged train) nearly every file ties with every other: the ranking then
+// costs milliseconds of CPU per open and says no more than the next files of
+// the tag in name order, which come next anyway.
+const relatedPostings = 8192
+
+// postings returns the sum of the tags' file counts, from a count of every
+// tag remembered for a few seconds (unknown tags count as huge).
+func (n *neighbours) postings(ctx context.Context, tags []string) int {
+	n.mu.Lock()
+	counts, at := n.counts, n.countsAt
+	n.mu.Unlock()
+	if counts == nil || time.Since(at) >= listTTL {
+		all, err := n.d.tags.store.Tags(ctx)
+		if err != nil {
+			return math.MaxInt
+		}
+		counts = make(map[string]int, len(all))
+		for _, t := range all {
+			counts[t.Tag] = t.Files
+		}
+		n.mu.Lock()
+		n.counts, n.countsAt = counts, time.Now()
+		n.mu.Unlock()
+	}
+	sum := 0
+	for _, t := range tags {
+		c, ok := counts[t]
+		if !ok {
+			return math.MaxInt
+		}
+		sum += c
+	}
+	return sum
 }
 
 // list returns a name-sorted listing, remembered for a few seconds.
