@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"golang.org/x/sys/unix"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -182,6 +183,16 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 	old := time.Since(time.Unix(e.Attr.Mtime, int64(e.Attr.Mtimensec))) >= s.PassthroughMinAge
 	if ok && s.passthrough.Load() && hit.Size >= s.PassthroughMin && old && io.cached == 0 {
 		if io.backingID == 0 {
+			// Every passthrough open of the inode reads through this one
+			// open file, so its readers share its readahead state; they are
+			// nearly always whole-file sequential reads of a data set, and
+			// a doubled window keeps several of them streaming (8 readers
+			// of two 1 GiB files: 7.6-8.0 -> 11.2-12.0 GB/s, native 10-12,
+			// from the host's cache). The kernel still reads random
+			// accesses without readahead.
+			if err := unix.Fadvise(int(hit.File.Fd()), 0, 0, unix.FADV_SEQUENTIAL); err != nil {
+				fs.opts.Log.Debug("fadvise of a cached file", "ino", ino, "error", err)
+			}
 			id, errno := fs.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(hit.File.Fd())})
 			if errno != 0 {
 				s.passthrough.Store(false)
