@@ -421,8 +421,9 @@ func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	files := tx.Bucket(bFiles)
 	for i := range out {
-		out[i].File.Name = fileName(tx, out[i].File.ID)
+		out[i].File = indexedFile(files, out[i].File.ID)
 	}
 	return out, nil
 }
@@ -457,8 +458,9 @@ func (s *Store) CoAccessed(ctx context.Context, id graph.FileID, limit int, half
 			scores[graph.FileID(binary.BigEndian.Uint64(k[8:]))] = logic.Decay(w, at, now, halfLife)
 		}
 		out = logic.Top(scores, limit)
+		files := tx.Bucket(bFiles)
 		for i := range out {
-			out[i].File.Name = fileName(tx, out[i].File.ID)
+			out[i].File = indexedFile(files, out[i].File.ID)
 		}
 		return nil
 	})
