@@ -67,7 +67,7 @@ func (r *pathResolver) resolve(ctx context.Context, files []graph.File) []string
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if p := r.lookup(mctx, ino, f.Name, gen); p != "" {
+			if p := r.lookup(mctx, f, gen); p != "" {
 				paths[i] = p
 				r.cache.Add(ino, cachedPath{path: p, gen: gen})
 			}
@@ -85,27 +85,46 @@ func (r *pathResolver) cached(ino meta.Ino, gen uint64) (string, bool) {
 	return c.path, true
 }
 
-// lookup finds one path of ino. JuiceFS's GetPaths reads the whole parent
-// directory to find a file's name, which costs milliseconds in a directory of
-// thousands; the index knows the name, so check it with one lookup and only
-// fall back to GetPaths when the name is stale or the file has several links.
-//
-// A file another node removed may sit in JuiceFS's trash: it is gone.
-func (r *pathResolver) lookup(ctx meta.Context, ino meta.Ino, name string, gen uint64) string {
-	var attr, fattr meta.Attr
-	if st := r.m.GetAttr(ctx, ino, &attr); st != 0 || attr.Parent.IsTrash() {
+// lookup finds one path of a file. JuiceFS's GetPaths reads the whole parent
+// directory to find a file's name, which costs milliseconds in a directory
+// of thousands; the index knows the name and usually the directory, so one
+// lookup checks them. Without a directory, or when the file has moved, its
+// attributes give the directory; GetPaths is the last resort (a stale name,
+// several links).
+func (r *pathResolver) lookup(ctx meta.Context, f graph.File, gen uint64) string {
+	ino := meta.Ino(f.ID)
+	if f.Name == "" {
+		return r.anyPath(ctx, ino)
+	}
+	if f.Parent != 0 {
+		if p := r.inDir(ctx, ino, meta.Ino(f.Parent), f.Name, gen); p != "" {
+			return p
+		}
+	}
+	// A file another node removed may sit in JuiceFS's trash: it is gone.
+	var attr meta.Attr
+	if r.m.GetAttr(ctx, ino, &attr) != 0 || attr.Parent.IsTrash() {
 		return ""
 	}
-	if name != "" && attr.Parent != 0 {
-		var found meta.Ino
-		// JuiceFS's Lookup refuses a nil attribute (EINVAL).
-		if r.m.Lookup(ctx, attr.Parent, name, &found, &fattr, false) == 0 && found == ino {
-			if dir := r.dir(ctx, attr.Parent, gen); dir != "" {
-				return path.Join(dir, name)
-			}
+	if attr.Parent != 0 && attr.Parent != meta.Ino(f.Parent) {
+		if p := r.inDir(ctx, ino, attr.Parent, f.Name, gen); p != "" {
+			return p
 		}
 	}
 	return r.anyPath(ctx, ino)
+}
+
+// inDir returns the path of ino if dir holds it under name.
+func (r *pathResolver) inDir(ctx meta.Context, ino, dir meta.Ino, name string, gen uint64) string {
+	var found meta.Ino
+	var attr meta.Attr // JuiceFS's Lookup refuses a nil attribute (EINVAL)
+	if r.m.Lookup(ctx, dir, name, &found, &attr, false) != 0 || found != ino {
+		return ""
+	}
+	if d := r.dir(ctx, dir, gen); d != "" {
+		return path.Join(d, name)
+	}
+	return ""
 }
 
 // anyPath asks JuiceFS for a path of ino outside the trash.

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/disgrafs/disgrafs/control"
+	"github.com/disgrafs/disgrafs/graph"
+	"github.com/disgrafs/disgrafs/graph/boltstore"
 )
 
 // answerPathTTL is how long the daemon may show a path another node changed
@@ -139,6 +141,42 @@ func TestQueryAnswerPaths(t *testing.T) {
 	m.Restart()
 	a = newAnswers(t, m)
 	check("remounted", "f/c/x2", "f/e/y", "d/w", "d/top-link")
+
+	// The directories the index keeps are the files' current ones, moved
+	// files included.
+	dirs := map[uint64]uint64{}
+	for _, f := range []string{"f/c/x2", "f/e/y", "d/w"} {
+		var st, dst unix.Stat_t
+		if unix.Stat(m.Path(f), &st) != nil || unix.Stat(m.Path(filepath.Dir(f)), &dst) != nil {
+			t.Fatalf("stat %s", f)
+		}
+		dirs[st.Ino] = dst.Ino
+	}
+	var qst unix.Stat_t
+	if err := unix.Stat(m.Path("q"), &qst); err != nil {
+		t.Fatal(err)
+	}
+	m.Unmount()
+	s, err := boltstore.Open(filepath.Join(m.DataDir, "graph.db"), boltstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rel, err := s.Related(context.Background(), graph.FileID(qst.Ino), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rel {
+		if want, ok := dirs[uint64(r.File.ID)]; ok {
+			if uint64(r.File.Parent) != want {
+				t.Errorf("the index puts %s (inode %d) in directory %d, want %d", r.File.Name, r.File.ID, r.File.Parent, want)
+			}
+			delete(dirs, uint64(r.File.ID))
+		}
+	}
+	if len(dirs) > 0 {
+		t.Errorf("files %v missing from the index's answer %v", dirs, rel)
+	}
 }
 
 func sorted(s []string) []string {
