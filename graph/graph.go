@@ -22,12 +22,17 @@ type File struct {
 	// Name is the file's base name, used to list it in tag directories. A file
 	// with several hard links is listed under the name it was last indexed with.
 	Name string
+	// Parent is the directory (inode) the file was last indexed in, 0 when
+	// unknown: a hint that turns an answer into a path with one lookup, which
+	// must be checked (the file may have moved since). Related and CoAccessed
+	// return it; Files and Query leave it 0.
+	Parent FileID
 }
 
 // Change updates one file's entry. Tags in Remove are removed, then tags in Add
 // are added; with Replace the file's tags become exactly Add. A non-empty
-// File.Name updates the indexed name. A file left with no tags is dropped from
-// the index.
+// File.Name updates the indexed name, a non-zero File.Parent the indexed
+// parent. A file left with no tags is dropped from the index.
 type Change struct {
 	File    File
 	Add     []string

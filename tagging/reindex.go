@@ -33,6 +33,7 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 		if len(batch) == 0 {
 			return nil
 		}
+		s.fillParents(ctx, batch)
 		if err := s.store.Update(ctx, batch); err != nil {
 			return fmt.Errorf("write index: %w", err)
 		}

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/disgrafs/disgrafs/graph"
 )
 
@@ -30,11 +32,25 @@ type Files interface {
 	Name(ctx context.Context, ino uint64) (string, error)
 }
 
+// Parents is implemented by Files that can tell which directory holds a
+// file. The index keeps it, a hint checked on use, so that a query's answers
+// turn into paths with one metadata lookup each.
+type Parents interface {
+	// Parent returns the inode of the directory holding ino, 0 when that is
+	// unknown (a file with several links, or one that is gone).
+	Parent(ctx context.Context, ino uint64) uint64
+}
+
+// parentLookups is how many Parent calls run at once while a batch of index
+// changes is prepared.
+const parentLookups = 8
+
 // Service tags files.
 type Service struct {
-	files Files
-	store graph.Store
-	log   *slog.Logger
+	files   Files
+	parents Parents // nil when files cannot tell
+	store   graph.Store
+	log     *slog.Logger
 	// timeout bounds every index call so that a slow or dead graph never
 	// holds a FUSE request for long.
 	timeout time.Duration
@@ -78,7 +94,30 @@ func New(files Files, store graph.Store, log *slog.Logger, timeout time.Duration
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &Service{files: files, store: store, log: log, timeout: timeout, batch: 1000, wake: make(chan struct{}, 1), known: map[uint64]struct{}{}}
+	parents, _ := files.(Parents)
+	return &Service{files: files, parents: parents, store: store, log: log, timeout: timeout, batch: 1000, wake: make(chan struct{}, 1), known: map[uint64]struct{}{}}
+}
+
+// fillParents sets the parent of the changes that name a file and carry
+// none, looking them up several at once (off the FUSE request that made the
+// change: the index writer and reindex call it).
+func (s *Service) fillParents(ctx context.Context, changes []graph.Change) {
+	if s.parents == nil {
+		return
+	}
+	var g errgroup.Group
+	g.SetLimit(parentLookups)
+	for i := range changes {
+		c := &changes[i]
+		if c.File.Parent != 0 || (c.Replace && len(c.Add) == 0) {
+			continue // has one, or leaves the index
+		}
+		g.Go(func() error {
+			c.File.Parent = graph.FileID(s.parents.Parent(ctx, uint64(c.File.ID)))
+			return nil
+		})
+	}
+	_ = g.Wait()
 }
 
 // SetBatch sets how many files one index write may carry (default 1000).
@@ -396,6 +435,18 @@ func (s *Service) flushPending(ctx context.Context) error {
 	batch := slices.Clone(s.pending)
 	forgets := slices.Clone(s.forgets)
 	s.mu.Unlock()
+	if s.parents != nil && len(batch) > 0 {
+		s.fillParents(ctx, batch)
+		// Keep them for a retry: only this goroutine takes changes off the
+		// front of the queue, others append.
+		s.mu.Lock()
+		for i := range batch {
+			if s.pending[i].File.ID == batch[i].File.ID {
+				s.pending[i].File.Parent = batch[i].File.Parent
+			}
+		}
+		s.mu.Unlock()
+	}
 	if len(forgets) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, s.timeout)
 		err := s.store.Forget(cctx, forgets)

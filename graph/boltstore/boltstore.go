@@ -5,7 +5,8 @@
 //	meta      "schema" -> schemaID; "nexttag", "nextord" -> uint32;
 //	          "nfiles" -> uint64 (tagged files)
 //	tags      tag name -> tag id uint32 | file count uint64
-//	files     file id uint64 -> ordinal uint32 | file name
+//	files     file id uint64 -> ordinal uint32 | 0x00 | parent uint64 | file name
+//	          (schema 1 wrote ordinal uint32 | file name: still read, parent 0)
 //	ords      ordinal uint32 -> file id uint64
 //	filetags  file id uint64 | tag name -> tag id uint32
 //	postings  tag id uint32 | file name | 0x00 | file id uint64 -> ordinal uint32
@@ -40,7 +41,14 @@ import (
 	"github.com/disgrafs/disgrafs/graph"
 )
 
-const schemaID = "disgrafs-graph/1"
+// schemaID names the layout. Schema 1 kept no parent in file records; its
+// records are read as they are (a name holds no NUL, so the 0x00 after the
+// ordinal tells the two apart) and the file is marked schema 2 when opened, so
+// that an older binary refuses it instead of misreading new records.
+const (
+	schemaID  = "disgrafs-graph/2"
+	schemaID1 = "disgrafs-graph/1"
+)
 
 var (
 	bMeta     = []byte("meta")
@@ -149,12 +157,18 @@ func initSchema(db *bolt.DB) error {
 			}
 			return tx.Bucket(bMeta).Put(kSchema, []byte(schemaID))
 		}
-		if v := meta.Get(kSchema); string(v) != schemaID {
+		v := meta.Get(kSchema)
+		if string(v) != schemaID && string(v) != schemaID1 {
 			return fmt.Errorf("unknown index schema %q (want %q)", v, schemaID)
 		}
 		for _, b := range allBuckets {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("bucket %s is missing: %w", b, ErrCorrupt)
+			}
+		}
+		if string(v) == schemaID1 {
+			if err := meta.Put(kSchema, []byte(schemaID)); err != nil {
+				return err
 			}
 		}
 		// Touch every bucket's root page: damage there shows now.
@@ -313,21 +327,31 @@ func coKey(a, b graph.FileID) []byte {
 
 // fileRec is a files record.
 type fileRec struct {
-	ord  uint32
-	name string
+	ord    uint32
+	parent graph.FileID
+	name   string
 }
 
+// fileRecHead is the length of a record before the name.
+const fileRecHead = 4 + 1 + 8
+
 func decodeFile(id graph.FileID, v []byte) (fileRec, error) {
-	if len(v) < 4 {
+	switch {
+	case len(v) < 4:
+		return fileRec{}, fmt.Errorf("file %d: short record: %w", id, ErrCorrupt)
+	case len(v) == 4 || v[4] != 0: // schema 1
+		return fileRec{ord: binary.BigEndian.Uint32(v), name: string(v[4:])}, nil
+	case len(v) < fileRecHead:
 		return fileRec{}, fmt.Errorf("file %d: short record: %w", id, ErrCorrupt)
 	}
-	return fileRec{ord: binary.BigEndian.Uint32(v), name: string(v[4:])}, nil
+	return fileRec{ord: binary.BigEndian.Uint32(v), parent: graph.FileID(binary.BigEndian.Uint64(v[5:])), name: string(v[fileRecHead:])}, nil
 }
 
 func (r fileRec) encode() []byte {
-	v := make([]byte, 4+len(r.name))
+	v := make([]byte, fileRecHead+len(r.name))
 	binary.BigEndian.PutUint32(v, r.ord)
-	copy(v[4:], r.name)
+	binary.BigEndian.PutUint64(v[5:], uint64(r.parent))
+	copy(v[fileRecHead:], r.name)
 	return v
 }
 
@@ -341,12 +365,15 @@ func getFile(tx *bolt.Tx, id graph.FileID) (fileRec, bool, error) {
 	return r, err == nil, err
 }
 
-// fileName is the indexed name of a file, "" when it is not indexed.
-func fileName(tx *bolt.Tx, id graph.FileID) string {
-	if v := tx.Bucket(bFiles).Get(fileKey(id)); len(v) >= 4 {
-		return string(v[4:])
+// indexedFile is a file's ID, name and parent as indexed, with only the ID
+// when it is not in the index (or its record is damaged).
+func indexedFile(files *bolt.Bucket, id graph.FileID) graph.File {
+	if v := files.Get(fileKey(id)); v != nil {
+		if r, err := decodeFile(id, v); err == nil {
+			return graph.File{ID: id, Name: r.name, Parent: r.parent}
+		}
 	}
-	return ""
+	return graph.File{ID: id}
 }
 
 type tagRec struct {

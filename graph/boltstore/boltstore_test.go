@@ -148,6 +148,90 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestOpenSchema1 opens an index written before file records kept the
+// parent: it reads as it is (parents unknown), takes parents from then on,
+// and is marked schema 2 so that an older binary refuses it.
+func TestOpenSchema1(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := []graph.Change{
+		{File: graph.File{ID: 1, Name: "one"}, Add: []string{"a", "b"}},
+		{File: graph.File{ID: 2, Name: "two"}, Add: []string{"a", "b"}},
+		{File: graph.File{ID: 3}, Add: []string{"a"}}, // no name
+	}
+	if err := s.Update(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	// Rewrite it the way schema 1 stored it.
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		files := tx.Bucket(bFiles)
+		for _, ch := range changes {
+			r, ok, err := getFile(tx, ch.File.ID)
+			if err != nil || !ok {
+				return fmt.Errorf("file %d: %v %v", ch.File.ID, ok, err)
+			}
+			if err := files.Put(fileKey(ch.File.ID), append(u32(r.ord), r.name...)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bMeta).Put(kSchema, []byte(schemaID1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open a schema 1 index: %v", err)
+	}
+	defer s.Close()
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	files, err := s.Files(ctx, []string{"a"})
+	if want := []graph.File{{ID: 3}, {ID: 1, Name: "one"}, {ID: 2, Name: "two"}}; err != nil || fmt.Sprint(files) != fmt.Sprint(want) {
+		t.Errorf("Files(a) = %v, %v; want %v", files, err, want)
+	}
+	rel, err := s.Related(ctx, 1, 0)
+	if err != nil || len(rel) != 2 || rel[0].File != (graph.File{ID: 2, Name: "two"}) || rel[1].File != (graph.File{ID: 3}) {
+		t.Errorf("Related(1) = %v, %v", rel, err)
+	}
+	if err := s.Update(ctx, []graph.Change{{File: graph.File{ID: 2, Parent: 7}}, {File: graph.File{ID: 3, Name: "three", Parent: 8}}}); err != nil {
+		t.Fatal(err)
+	}
+	rel, err = s.Related(ctx, 1, 0)
+	if err != nil || len(rel) != 2 || rel[0].File != (graph.File{ID: 2, Name: "two", Parent: 7}) || rel[1].File != (graph.File{ID: 3, Name: "three", Parent: 8}) {
+		t.Errorf("Related(1) after parents were set = %v, %v", rel, err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var schema string
+	_ = s.db.View(func(tx *bolt.Tx) error { schema = string(tx.Bucket(bMeta).Get(kSchema)); return nil })
+	if schema != schemaID {
+		t.Errorf("schema after open = %q, want %q", schema, schemaID)
+	}
+}
+
+func TestOpenUnknownSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bMeta).Put(kSchema, []byte("disgrafs-graph/3")) }); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(path, Options{}); err == nil || !strings.Contains(err.Error(), "unknown index schema") {
+		t.Errorf("Open of a newer schema: %v", err)
+	}
+}
+
 func TestCheckFindsDamage(t *testing.T) {
 	ctx := context.Background()
 	s := openTemp(t, Options{NoSync: true})

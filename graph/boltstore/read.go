@@ -311,16 +311,9 @@ func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]grap
 		}
 		meta := tx.Bucket(bMeta)
 		n := int(getU64(meta, kNFiles))
-		sc := s.getScores(int(getU32(meta, kNextOrd)))
-		defer s.putScores(sc)
-		// Add up the weights in an array indexed by ordinal, tag by tag in
-		// name order (the order the sums are defined in, so that equal sets
-		// of shared tags give bit-equal scores).
-		c := tx.Bucket(bPlists).Cursor()
-		for _, t := range ts {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
+		recs := make([]tagRec, len(ts))
+		postings := 0
+		for i, t := range ts {
 			rec, ok, err := getTag(tx, t.name)
 			if err != nil {
 				return err
@@ -328,13 +321,41 @@ func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]grap
 			if !ok || rec.id != t.id {
 				return fmt.Errorf("tag %q of file %d has no matching record: %w", t.name, id, ErrCorrupt)
 			}
-			w := logic.IDF(n, int(rec.count))
-			// The inner loop of Related: kept free of calls.
-			prefix := u32(rec.id)
+			recs[i] = rec
+			postings += int(rec.count)
+		}
+		sc := s.getScores(int(getU32(meta, kNextOrd)))
+		defer s.putScores(sc)
+		// When the tags' members cover a good part of the files, the scores
+		// are read back (and cleared) by passes over the array in ordinal
+		// order instead of through the list of entries in use, which the
+		// inner loop then need not keep.
+		sc.dense = postings >= len(sc.v)/4
+		// Add up the weights in an array indexed by ordinal, tag by tag in
+		// name order (the order the sums are defined in, so that equal sets
+		// of shared tags give bit-equal scores).
+		c := tx.Bucket(bPlists).Cursor()
+		for i, t := range ts {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w := logic.IDF(n, int(recs[i].count))
+			prefix := u32(recs[i].id)
 			v, touched := sc.v, sc.touched
+			// The inner loops of Related: kept free of calls.
 			for k, chunk := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, chunk = c.Next() {
 				if len(chunk)%4 != 0 {
 					return fmt.Errorf("malformed chunk %x: %w", k, ErrCorrupt)
+				}
+				if sc.dense {
+					for i := 0; i+4 <= len(chunk); i += 4 {
+						o := binary.BigEndian.Uint32(chunk[i:])
+						if int(o) >= len(v) {
+							return fmt.Errorf("posting list of %q holds an ordinal past the last one: %w", t.name, ErrCorrupt)
+						}
+						v[o] += w
+					}
+					continue
 				}
 				for i := 0; i+4 <= len(chunk); i += 4 {
 					o := binary.BigEndian.Uint32(chunk[i:])
@@ -356,10 +377,13 @@ func (s *Store) Related(ctx context.Context, id graph.FileID, limit int) ([]grap
 	return out, err
 }
 
-// scores is a score array indexed by ordinal and the entries in use.
+// scores is a score array indexed by ordinal (as long as there are
+// ordinals) and the entries in use.
 type scores struct {
 	v       []float64
 	touched []uint32
+	// dense: the whole array may be in use, and touched is not kept.
+	dense bool
 }
 
 func (s *Store) getScores(n int) *scores {
@@ -367,37 +391,46 @@ func (s *Store) getScores(n int) *scores {
 	if sc == nil {
 		sc = &scores{}
 	}
-	if len(sc.v) < n {
+	if cap(sc.v) < n {
 		sc.v = make([]float64, n)
 	}
+	sc.v = sc.v[:n]
 	sc.touched = sc.touched[:0]
 	return sc
 }
 
 func (s *Store) putScores(sc *scores) {
-	for _, o := range sc.touched {
-		sc.v[o] = 0
+	if sc.dense {
+		clear(sc.v)
+	} else {
+		for _, o := range sc.touched {
+			sc.v[o] = 0
+		}
 	}
 	sc.touched = sc.touched[:0]
+	sc.dense = false
 	s.scratch.Put(sc)
 }
 
 // topOrds returns the limit best scores (all when limit <= 0) by score,
-// then file ID, with the files' IDs and names. It finds the limit-th best
-// score first, so that only the files scoring at least that are resolved.
+// then file ID, with the files' IDs, names and parents. It finds the
+// limit-th best score first, so that only the files scoring at least that
+// are resolved.
 func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 	threshold := 0.0
 	if limit > 0 {
 		h := make(minFloats, 0, limit)
-		for _, o := range sc.touched {
-			v := sc.v[o]
-			switch {
-			case v <= 0:
-			case len(h) < limit:
-				heap.Push(&h, v)
-			case v > h[0]:
-				h[0] = v
-				heap.Fix(&h, 0)
+		if sc.dense {
+			for _, v := range sc.v {
+				if v > 0 && (len(h) < limit || v > h[0]) {
+					h.offer(v, limit)
+				}
+			}
+		} else {
+			for _, o := range sc.touched {
+				if v := sc.v[o]; v > 0 && (len(h) < limit || v > h[0]) {
+					h.offer(v, limit)
+				}
 			}
 		}
 		if len(h) == limit {
@@ -406,23 +439,38 @@ func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 	}
 	ords := tx.Bucket(bOrds)
 	var out []graph.Scored
-	for _, o := range sc.touched {
-		v := sc.v[o]
-		if v <= 0 || v < threshold {
-			continue
-		}
+	add := func(o uint32, v float64) error {
 		fid := ords.Get(u32(o))
 		if len(fid) != 8 {
-			return nil, fmt.Errorf("ordinal %d has no file: %w", o, ErrCorrupt)
+			return fmt.Errorf("ordinal %d has no file: %w", o, ErrCorrupt)
 		}
 		out = append(out, graph.Scored{File: graph.File{ID: graph.FileID(binary.BigEndian.Uint64(fid))}, Score: v})
+		return nil
+	}
+	if sc.dense {
+		for o, v := range sc.v {
+			if v > 0 && v >= threshold {
+				if err := add(uint32(o), v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	} else {
+		for _, o := range sc.touched {
+			if v := sc.v[o]; v > 0 && v >= threshold {
+				if err := add(o, v); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return logic.Better(out[i], out[j]) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}
+	files := tx.Bucket(bFiles)
 	for i := range out {
-		out[i].File.Name = fileName(tx, out[i].File.ID)
+		out[i].File = indexedFile(files, out[i].File.ID)
 	}
 	return out, nil
 }
@@ -434,6 +482,18 @@ func (h minFloats) Len() int           { return len(h) }
 func (h minFloats) Less(i, j int) bool { return h[i] < h[j] }
 func (h minFloats) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *minFloats) Push(x any)        { *h = append(*h, x.(float64)) }
+
+// offer keeps v if it is among the limit largest seen.
+func (h *minFloats) offer(v float64, limit int) {
+	switch {
+	case len(*h) < limit:
+		heap.Push(h, v)
+	case v > (*h)[0]:
+		(*h)[0] = v
+		heap.Fix(h, 0)
+	}
+}
+
 func (h *minFloats) Pop() any {
 	old := *h
 	x := old[len(old)-1]
@@ -457,8 +517,9 @@ func (s *Store) CoAccessed(ctx context.Context, id graph.FileID, limit int, half
 			scores[graph.FileID(binary.BigEndian.Uint64(k[8:]))] = logic.Decay(w, at, now, halfLife)
 		}
 		out = logic.Top(scores, limit)
+		files := tx.Bucket(bFiles)
 		for i := range out {
-			out[i].File.Name = fileName(tx, out[i].File.ID)
+			out[i].File = indexedFile(files, out[i].File.ID)
 		}
 		return nil
 	})

@@ -164,6 +164,9 @@ func (w *writer) apply(ch graph.Change) error {
 	if ch.File.Name != "" {
 		f.name = ch.File.Name
 	}
+	if ch.File.Parent != 0 {
+		f.parent = ch.File.Parent
+	}
 	if !exists {
 		if f.ord, err = w.newOrd(); err != nil {
 			return err
@@ -173,7 +176,7 @@ func (w *writer) apply(ch graph.Change) error {
 		}
 		w.nfiles++
 	}
-	if !exists || f.name != old.name {
+	if !exists || f.name != old.name || f.parent != old.parent {
 		if err := w.files.Put(fileKey(id), f.encode()); err != nil {
 			return err
 		}

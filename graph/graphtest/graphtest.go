@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) graph.Store) {
 		{"AddRemoveReplace", testAddRemoveReplace},
 		{"DropTagless", testDropTagless},
 		{"Names", testNames},
+		{"Parents", testParents},
 		{"Files", testFiles},
 		{"CoTags", testCoTags},
 		{"Query", testQuery},
@@ -356,6 +357,37 @@ func testNames(t *testing.T, h *harness) {
 	h.checkRelated(3, 0)
 	h.update(tag(6, "é ✓ name with spaces", "t"))
 	h.checkFiles("t")
+	h.checkAll()
+}
+
+// tagIn makes a change adding tags to file id with name, in directory parent.
+func tagIn(id graph.FileID, name string, parent graph.FileID, tags ...string) graph.Change {
+	return graph.Change{File: graph.File{ID: id, Name: name, Parent: parent}, Add: tags}
+}
+
+func testParents(t *testing.T, h *harness) {
+	h.update(tagIn(1, "a", 10, "t", "r"), tagIn(2, "b", 0, "t"), tagIn(3, "c", 11, "t", "r"), tagIn(4, "d", 1<<62, "t"))
+	got := h.checkRelated(1, 0)
+	want := map[graph.FileID]graph.FileID{2: 0, 3: 11, 4: 1 << 62}
+	for _, s := range got {
+		if s.File.Parent != want[s.File.ID] {
+			t.Errorf("Related(1): file %d has parent %d, want %d", s.File.ID, s.File.Parent, want[s.File.ID])
+		}
+	}
+	// Files and Query do not return parents.
+	h.checkFiles("t")
+	h.checkQuery("t and not r")
+	// A change without a parent keeps it; a new parent replaces it, with or
+	// without a new name.
+	h.update(tag(3, "c2", "u"), graph.Change{File: graph.File{ID: 4, Parent: 12}, Add: []string{"u"}}, tagIn(2, "b2", 13, "u"))
+	h.checkRelated(1, 0)
+	h.checkRelated(4, 0)
+	// A file dropped from the index and tagged again starts without one.
+	h.update(graph.Change{File: graph.File{ID: 3}, Replace: true}, tag(3, "c3", "t"))
+	h.checkRelated(1, 0)
+	// Co-accessed files come with theirs.
+	h.addCoAccess(graph.CoAccess{A: 1, B: 2, Weight: 1, At: time.Unix(100, 0)}, graph.CoAccess{A: 1, B: 4, Weight: 2, At: time.Unix(100, 0)}, graph.CoAccess{A: 1, B: 99, Weight: 3, At: time.Unix(100, 0)})
+	h.checkCoAccessed(1, 0, 0, time.Unix(100, 0))
 	h.checkAll()
 }
 
@@ -836,6 +868,7 @@ func testRandomOps(t *testing.T, h *harness) {
 	rng := rand.New(rand.NewSource(7))
 	tags := []string{"a", "b", "c", "d", "e", "f", "and", "x y"}
 	names := []string{"n1", "n2", "n3", "", "same"}
+	parents := []graph.FileID{0, 0, 1, 7, 1 << 40}
 	pick := func(k int) []string {
 		var out []string
 		for i := 0; i < k; i++ {
@@ -850,7 +883,7 @@ func testRandomOps(t *testing.T, h *harness) {
 			var changes []graph.Change
 			for i := rng.Intn(4) + 1; i > 0; i-- {
 				changes = append(changes, graph.Change{
-					File:    graph.File{ID: graph.FileID(rng.Intn(files)), Name: names[rng.Intn(len(names))]},
+					File:    graph.File{ID: graph.FileID(rng.Intn(files)), Name: names[rng.Intn(len(names))], Parent: parents[rng.Intn(len(parents))]},
 					Add:     pick(rng.Intn(3)),
 					Remove:  pick(rng.Intn(3)),
 					Replace: rng.Intn(5) == 0,

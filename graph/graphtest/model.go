@@ -18,8 +18,9 @@ type model struct {
 }
 
 type mfile struct {
-	name string
-	tags map[string]bool
+	name   string
+	parent graph.FileID
+	tags   map[string]bool
 }
 
 type medge struct {
@@ -49,6 +50,9 @@ func (m *model) update(changes []graph.Change) {
 		}
 		if ch.File.Name != "" {
 			f.name = ch.File.Name
+		}
+		if ch.File.Parent != 0 {
+			f.parent = ch.File.Parent
 		}
 		f.tags = map[string]bool{}
 		for _, t := range next {
@@ -176,7 +180,7 @@ func (m *model) related(id graph.FileID, limit int) []graph.Scored {
 func (m *model) named(s []graph.Scored) []graph.Scored {
 	for i := range s {
 		if f := m.files[s[i].File.ID]; f != nil {
-			s[i].File.Name = f.name
+			s[i].File.Name, s[i].File.Parent = f.name, f.parent
 		}
 	}
 	return s

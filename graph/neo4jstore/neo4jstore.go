@@ -3,7 +3,7 @@
 //
 // Model, every node scoped by a volume key:
 //
-//	(:File {key: "<vol>/<id>", vol, id, name, tagged})   key unique
+//	(:File {key: "<vol>/<id>", vol, id, name, parent, tagged})   key unique
 //	(:Tag  {key: "<vol>/<name>", vol, name})             key unique
 //	(:File)-[:TAGGED]->(:Tag)
 //	(:File)-[:CO {w, at}]->(:File)   co-access, one edge each direction; at in Unix ns
@@ -12,7 +12,8 @@
 // constraints are not understood by every Bolt server (NornicDB rejects
 // them); tag names hold no '/', so "<vol>/<name>" is unambiguous. File.tagged
 // marks the files in the tag index (a file may also exist only for its
-// co-access edges).
+// co-access edges); File.parent is the inode of its directory, 0 or missing
+// when unknown (nodes written before it was kept).
 //
 // The Cypher is deliberately plain (flat UNWIND ... MERGE batches, simple
 // MATCH ... RETURN reads); set logic, ranking and arithmetic happen in Go.
@@ -382,6 +383,16 @@ func getFloat(r *neo4j.Record, key string) (float64, error) {
 	return 0, fmt.Errorf("column %s: %v (%T) is not a number", key, v, v)
 }
 
+// getParent reads a parent inode, 0 when the node has none (written before
+// parents were kept) or it is not an integer.
+func getParent(r *neo4j.Record, key string) graph.FileID {
+	p, err := getInt(r, key)
+	if err != nil || p < 0 {
+		return 0
+	}
+	return graph.FileID(p)
+}
+
 func getID(r *neo4j.Record, key string) (graph.FileID, error) {
 	v, err := getInt(r, key)
 	return graph.FileID(v), err
@@ -409,12 +420,12 @@ func (s *Store) Ping(ctx context.Context) error {
 const (
 	qEnsureFiles   = "UNWIND $rows AS row MERGE (f:File {key: row.key}) SET f.vol = $vol, f.id = row.id"
 	qLockFiles     = "UNWIND $rows AS k MATCH (f:File {key: k}) SET f.vol = $vol RETURN f.key AS fkey"
-	qFileState     = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.key AS fkey, f.name AS fname"
+	qFileState     = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.key AS fkey, f.name AS fname, f.parent AS fparent"
 	qFileTags      = "UNWIND $rows AS k MATCH (f:File {key: k})-[:TAGGED]->(t:Tag) RETURN f.key AS fkey, t.name AS tname"
 	qMergeTags     = "UNWIND $rows AS row MERGE (t:Tag {key: row.key}) SET t.vol = $vol, t.name = row.name"
 	qAddTagged     = "UNWIND $rows AS row MATCH (f:File {key: row.f}), (t:Tag {key: row.t}) MERGE (f)-[:TAGGED]->(t) RETURN f.key AS fkey"
 	qDelTagged     = "UNWIND $rows AS row MATCH (f:File {key: row.f})-[r:TAGGED]->(t:Tag {key: row.t}) DELETE r"
-	qSetFiles      = "UNWIND $rows AS row MATCH (f:File {key: row.key}) SET f.name = row.name, f.tagged = row.tagged"
+	qSetFiles      = "UNWIND $rows AS row MATCH (f:File {key: row.key}) SET f.name = row.name, f.parent = row.parent, f.tagged = row.tagged"
 	qFilesWithCo   = "UNWIND $rows AS k MATCH (f:File {key: k})-[:CO]->(g:File) RETURN f.key AS fkey"
 	qDeleteFiles   = "UNWIND $rows AS k MATCH (f:File {key: k}) DETACH DELETE f"
 	qTagNames      = "MATCH (t:Tag {vol: $vol}) RETURN t.name AS tname"
@@ -427,24 +438,25 @@ const (
 	qHasTag        = "UNWIND $rows AS k MATCH (f:File {key: k})-[:TAGGED]->(t:Tag {key: $tkey}) RETURN f.id AS fid"
 	qTaggedFiles   = "MATCH (f:File {vol: $vol, tagged: true}) RETURN f.id AS fid, f.name AS fname"
 	qCountTagged   = "MATCH (f:File {vol: $vol, tagged: true}) RETURN count(f) AS n"
-	qNames         = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.id AS fid, f.name AS fname, f.tagged AS tagged"
+	qNames         = "UNWIND $rows AS k MATCH (f:File {key: k}) RETURN f.id AS fid, f.name AS fname, f.parent AS fparent, f.tagged AS tagged"
 	qLockTag       = "MATCH (t:Tag {key: $key}) SET t.vol = $vol RETURN t.name AS tname"
 	qCountTag      = "MATCH (t:Tag {key: $key})<-[:TAGGED]-(f:File) RETURN count(f) AS n"
 	qDeleteTag     = "MATCH (t:Tag {key: $key}) DETACH DELETE t"
 	qCreateTag     = "MERGE (t:Tag {key: $key}) SET t.vol = $vol, t.name = $name"
 	qCoEdges       = "UNWIND $rows AS p MATCH (a:File {key: p.a})-[r:CO]->(b:File {key: p.b}) RETURN a.key AS akey, b.key AS bkey, r.w AS w, r.at AS at"
 	qSetCo         = "UNWIND $rows AS row MATCH (a:File {key: row.a}), (b:File {key: row.b}) MERGE (a)-[r:CO]->(b) SET r.w = row.w, r.at = row.at"
-	qCoOf          = "MATCH (a:File {key: $key})-[r:CO]->(b:File) RETURN b.id AS bid, b.name AS bname, b.tagged AS tagged, r.w AS w, r.at AS at"
+	qCoOf          = "MATCH (a:File {key: $key})-[r:CO]->(b:File) RETURN b.id AS bid, b.name AS bname, b.parent AS bparent, b.tagged AS tagged, r.w AS w, r.at AS at"
 	qVolFileKeys   = "MATCH (f:File {vol: $vol}) RETURN f.key AS k"
 	qVolTagKeys    = "MATCH (t:Tag {vol: $vol}) RETURN t.key AS k"
 	qDeleteTagKeys = "UNWIND $rows AS k MATCH (t:Tag {key: k}) DETACH DELETE t"
 )
 
 type fileRow struct {
-	key  string
-	id   int64
-	name string
-	tags map[string]bool
+	key    string
+	id     int64
+	name   string
+	parent int64
+	tags   map[string]bool
 }
 
 // Update applies changes in one transaction.
@@ -490,14 +502,14 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 	}
 	return s.run(ctx, "update", true, func(t *tx) error {
 		for _, k := range keys {
-			byKey[k].name, byKey[k].tags = "", map[string]bool{}
+			byKey[k].name, byKey[k].parent, byKey[k].tags = "", 0, map[string]bool{}
 		}
 		if err := s.lockFiles(t, keys); err != nil {
 			return err
 		}
 		if err := each(t, qFileState, keys, func(r *neo4j.Record) error {
 			if f := byKey[getString(r, "fkey")]; f != nil {
-				f.name = getString(r, "fname")
+				f.name, f.parent = getString(r, "fname"), int64(getParent(r, "fparent"))
 			}
 			return nil
 		}); err != nil {
@@ -518,17 +530,23 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 		}
 		final := map[string][]string{}
 		names := map[string]string{}
+		parents := map[string]int64{}
 		for k, f := range byKey {
 			final[k] = sortedSet(f.tags)
-			names[k] = f.name
+			names[k], parents[k] = f.name, f.parent
 		}
 		for _, ch := range changes {
 			k := s.fileKey(ch.File.ID)
 			final[k] = logic.Apply(final[k], ch)
 			if len(final[k]) == 0 {
-				names[k] = ""
-			} else if ch.File.Name != "" {
+				names[k], parents[k] = "", 0
+				continue
+			}
+			if ch.File.Name != "" {
 				names[k] = ch.File.Name
+			}
+			if ch.File.Parent != 0 {
+				parents[k] = dbID(ch.File.Parent)
 			}
 		}
 		var add, del []map[string]any
@@ -547,7 +565,7 @@ func (s *Store) Update(ctx context.Context, changes []graph.Change) error {
 					del = append(del, map[string]any{"f": k, "t": s.tagKey(tg)})
 				}
 			}
-			set = append(set, map[string]any{"key": k, "name": names[k], "tagged": len(now) > 0})
+			set = append(set, map[string]any{"key": k, "name": names[k], "parent": parents[k], "tagged": len(now) > 0})
 			if len(now) == 0 {
 				untagged = append(untagged, k)
 			}
@@ -997,21 +1015,23 @@ func (s *Store) fillNames(t *tx, out []graph.Scored) error {
 	for i, sc := range out {
 		keys[i] = s.fileKey(sc.File.ID)
 	}
-	names := map[graph.FileID]string{}
+	files := map[graph.FileID]graph.File{}
 	if err := each(t, qNames, keys, func(r *neo4j.Record) error {
 		id, err := getID(r, "fid")
 		if err != nil {
 			return err
 		}
 		if tagged, _ := r.Get("tagged"); tagged == true {
-			names[id] = getString(r, "fname")
+			files[id] = graph.File{ID: id, Name: getString(r, "fname"), Parent: getParent(r, "fparent")}
 		}
 		return nil
 	}); err != nil {
 		return err
 	}
 	for i := range out {
-		out[i].File.Name = names[out[i].File.ID]
+		if f, ok := files[out[i].File.ID]; ok {
+			out[i].File = f
+		}
 	}
 	return nil
 }
@@ -1128,7 +1148,7 @@ func (s *Store) CoAccessed(ctx context.Context, id graph.FileID, limit int, half
 			return err
 		}
 		scores := map[graph.FileID]float64{}
-		names := map[graph.FileID]string{}
+		files := map[graph.FileID]graph.File{}
 		for _, r := range recs {
 			b, err := getID(r, "bid")
 			if err != nil {
@@ -1144,12 +1164,14 @@ func (s *Store) CoAccessed(ctx context.Context, id graph.FileID, limit int, half
 			}
 			scores[b] = logic.Decay(w, time.Unix(0, at), now, halfLife)
 			if tagged, _ := r.Get("tagged"); tagged == true {
-				names[b] = getString(r, "bname")
+				files[b] = graph.File{ID: b, Name: getString(r, "bname"), Parent: getParent(r, "bparent")}
 			}
 		}
 		out = logic.Top(scores, limit)
 		for i := range out {
-			out[i].File.Name = names[out[i].File.ID]
+			if f, ok := files[out[i].File.ID]; ok {
+				out[i].File = f
+			}
 		}
 		return nil
 	})

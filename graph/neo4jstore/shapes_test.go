@@ -96,9 +96,9 @@ func TestShapes(t *testing.T) {
 	// to check large integers round-trip.
 	const big = int64(1) << 62
 	check(qEnsureFiles, rows(row("key", k(1), "id", int64(1)), row("key", k(2), "id", int64(2)), row("key", k(3), "id", int64(3)), row("key", k(3), "id", int64(3)), row("key", k(graph.FileID(big)), "id", big)))
-	check(qFileState, keys(k(1), k(2), k(99)), "fkey="+k(1)+" fname=<nil>", "fkey="+k(2)+" fname=<nil>")
-	check(qSetFiles, rows(row("key", k(1), "name", "one", "tagged", true), row("key", k(2), "name", "två", "tagged", true), row("key", k(3), "name", "", "tagged", false), row("key", k(graph.FileID(big)), "name", "big", "tagged", true)))
-	check(qFileState, keys(k(1), k(2)), "fkey="+k(1)+" fname=one", "fkey="+k(2)+" fname=två")
+	check(qFileState, keys(k(1), k(2), k(99)), "fkey="+k(1)+" fname=<nil> fparent=<nil>", "fkey="+k(2)+" fname=<nil> fparent=<nil>")
+	check(qSetFiles, rows(row("key", k(1), "name", "one", "parent", int64(7), "tagged", true), row("key", k(2), "name", "två", "parent", big, "tagged", true), row("key", k(3), "name", "", "parent", int64(0), "tagged", false), row("key", k(graph.FileID(big)), "name", "big", "parent", int64(1), "tagged", true)))
+	check(qFileState, keys(k(1), k(2)), "fkey="+k(1)+" fname=one fparent=7", fmt.Sprintf("fkey=%s fname=två fparent=%d", k(2), big))
 	check(qMergeTags, rows(row("key", tk("x"), "name", "x"), row("key", tk("y y"), "name", "y y"), row("key", tk("x"), "name", "x")))
 	check(qTagNames, nil, "tname=x", "tname=y y")
 	check(qAddTagged, rows(row("f", k(1), "t", tk("x")), row("f", k(1), "t", tk("y y")), row("f", k(2), "t", tk("x")), row("f", k(2), "t", tk("x")), row("f", k(graph.FileID(big)), "t", tk("x")), row("f", k(1), "t", tk("nope"))),
@@ -113,7 +113,7 @@ func TestShapes(t *testing.T) {
 	check(qHasTag, map[string]any{"rows": []any{k(1), k(2), k(3), k(99)}, "tkey": tk("y y")}, "fid=1")
 	check(qTaggedFiles, nil, "fid=1 fname=one", "fid=2 fname=två", fmt.Sprintf("fid=%d fname=big", big))
 	check(qCountTagged, nil, "n=3")
-	check(qNames, keys(k(1), k(3)), "fid=1 fname=one tagged=true", "fid=3 fname= tagged=false")
+	check(qNames, keys(k(1), k(3)), "fid=1 fname=one fparent=7 tagged=true", "fid=3 fname= fparent=0 tagged=false")
 	check(qDelTagged, rows(row("f", k(2), "t", tk("x")), row("f", k(2), "t", tk("y y"))))
 	check(qFileTags, keys(k(2)))
 	check(qCountTag, map[string]any{"key": tk("x")}, "n=2")
@@ -124,7 +124,7 @@ func TestShapes(t *testing.T) {
 	check(qSetCo, rows(row("a", k(1), "b", k(3), "w", 4.0, "at", int64(200))))
 	check(qCoEdges, rows(row("a", k(1), "b", k(3)), row("a", k(3), "b", k(1)), row("a", k(1), "b", k(2))),
 		fmt.Sprintf("akey=%s bkey=%s w=4 at=200", k(1), k(3)), fmt.Sprintf("akey=%s bkey=%s w=2.5 at=100", k(3), k(1)))
-	check(qCoOf, map[string]any{"key": k(1)}, "bid=3 bname= tagged=false w=4 at=200")
+	check(qCoOf, map[string]any{"key": k(1)}, "bid=3 bname= bparent=0 tagged=false w=4 at=200")
 	check(qFilesWithCo, keys(k(1), k(2), k(3)), "fkey="+k(1), "fkey="+k(3))
 
 	// Deletes.
@@ -135,7 +135,7 @@ func TestShapes(t *testing.T) {
 	check(qTagNames, nil, "tname=x", "tname=y y")
 	check(qDeleteFiles, keys(k(3)))
 	check(qCoOf, map[string]any{"key": k(1)})
-	check(qFileState, keys(k(1), k(3)), "fkey="+k(1)+" fname=one")
+	check(qFileState, keys(k(1), k(3)), "fkey="+k(1)+" fname=one fparent=7")
 	check(qVolFileKeys, nil, "k="+k(1), "k="+k(2), "k="+k(graph.FileID(big)))
 	check(qVolTagKeys, nil, "k="+tk("x"), "k="+tk("y y"))
 	check(qDeleteTagKeys, keys(tk("y y")))
@@ -153,7 +153,7 @@ func TestShapes(t *testing.T) {
 		}{
 			{qLockFiles, keys(k(10), k(11)), 2},
 			{qAddTagged, rows(row("f", k(10), "t", tk("new")), row("f", k(11), "t", tk("new")), row("f", k(10), "t", tk("x"))), 3},
-			{qSetFiles, rows(row("key", k(10), "name", "ten", "tagged", true), row("key", k(11), "name", "eleven", "tagged", true)), 0},
+			{qSetFiles, rows(row("key", k(10), "name", "ten", "parent", int64(5), "tagged", true), row("key", k(11), "name", "eleven", "parent", int64(6), "tagged", true)), 0},
 			{qFileTags, keys(k(10), k(11)), 3},
 			{qPostings, map[string]any{"rows": []any{tk("new")}}, 2},
 			{qSetCo, rows(row("a", k(10), "b", k(11), "w", 1.0, "at", int64(5)), row("a", k(11), "b", k(10), "w", 1.0, "at", int64(5))), 0},
@@ -177,9 +177,9 @@ func TestShapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(qFileTags, keys(k(10), k(11)), "fkey="+k(10)+" tname=new", "fkey="+k(10)+" tname=x")
-	check(qFileState, keys(k(10), k(11)), "fkey="+k(10)+" fname=ten", "fkey="+k(11)+" fname=eleven")
-	check(qNames, keys(k(10), k(11)), "fid=10 fname=ten tagged=true", "fid=11 fname=eleven tagged=true")
-	check(qCoOf, map[string]any{"key": k(11)}, "bid=10 bname=ten tagged=true w=1 at=5")
+	check(qFileState, keys(k(10), k(11)), "fkey="+k(10)+" fname=ten fparent=5", "fkey="+k(11)+" fname=eleven fparent=6")
+	check(qNames, keys(k(10), k(11)), "fid=10 fname=ten fparent=5 tagged=true", "fid=11 fname=eleven fparent=6 tagged=true")
+	check(qCoOf, map[string]any{"key": k(11)}, "bid=10 bname=ten bparent=5 tagged=true w=1 at=5")
 	// Untag and delete in one transaction (dropBare after an Update).
 	err = s.run(ctx, "untag and delete", true, func(tx *tx) error {
 		for _, q := range []struct {
@@ -188,7 +188,7 @@ func TestShapes(t *testing.T) {
 		}{
 			{qLockFiles, keys(k(10))},
 			{qDelTagged, rows(row("f", k(10), "t", tk("new")), row("f", k(10), "t", tk("x")))},
-			{qSetFiles, rows(row("key", k(10), "name", "", "tagged", false))},
+			{qSetFiles, rows(row("key", k(10), "name", "", "parent", int64(0), "tagged", false))},
 			{qDeleteFiles, keys(k(10))},
 		} {
 			used[q.q] = true
@@ -201,7 +201,7 @@ func TestShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	check(qFileState, keys(k(10), k(11)), "fkey="+k(11)+" fname=eleven")
+	check(qFileState, keys(k(10), k(11)), "fkey="+k(11)+" fname=eleven fparent=6")
 	check(qPostings, map[string]any{"rows": []any{tk("new"), tk("x")}}, "fid=1 fname=one tname=x", fmt.Sprintf("fid=%d fname=big tname=x", big))
 	check(qCoOf, map[string]any{"key": k(11)})
 	check(qDeleteFiles, keys(k(11)))
