@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/disgrafs/disgrafs/control"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 )
 
@@ -48,19 +48,21 @@ func freeMetricsAddr(t testing.TB) string {
 }
 
 // metric returns the sum of a metric's series scraped from addr.
-func metric(t testing.TB, addr, name string) float64 {
+// families parses a daemon's metrics (fetched by scrape).
+func families(t testing.TB, addr string) map[string]*dto.MetricFamily {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
+	text, _ := scrape(t, addr)
 	var p expfmt.TextParser
-	mfs, err := p.TextToMetricFamilies(resp.Body)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(text))
 	if err != nil {
 		t.Fatalf("parse metrics: %v", err)
 	}
-	mf := mfs[name]
+	return mfs
+}
+
+func metric(t testing.TB, addr, name string) float64 {
+	t.Helper()
+	mf := families(t, addr)[name]
 	if mf == nil {
 		t.Fatalf("no metric %s", name)
 	}
@@ -408,17 +410,7 @@ func TestCacheWarmDirectoriesStayCached(t *testing.T) {
 // opCount reads disgrafs_fuse_ops_total for one operation.
 func opCount(t testing.TB, addr, op string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape: %v", err)
-	}
-	defer resp.Body.Close()
-	var p expfmt.TextParser
-	mfs, err := p.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse metrics: %v", err)
-	}
-	for _, m := range mfs["disgrafs_fuse_ops_total"].GetMetric() {
+	for _, m := range families(t, addr)["disgrafs_fuse_ops_total"].GetMetric() {
 		for _, l := range m.GetLabel() {
 			if l.GetName() == "op" && l.GetValue() == op {
 				return m.GetCounter().GetValue()
