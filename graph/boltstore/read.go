@@ -419,23 +419,26 @@ func (s *Store) putScores(sc *scores) {
 func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 	threshold := 0.0
 	if limit > 0 {
+		// A score enters the heap if it beats floor: 0 until the heap is
+		// full, then its smallest. One comparison, false for nearly every
+		// entry once the heap holds good scores (a branch the processor
+		// predicts, unlike "is this entry in use").
 		h := make(minFloats, 0, limit)
+		floor := 0.0
 		if sc.dense {
 			for _, v := range sc.v {
-				if v > 0 && (len(h) < limit || v > h[0]) {
-					h.offer(v, limit)
+				if v > floor {
+					floor = h.offer(v, limit)
 				}
 			}
 		} else {
 			for _, o := range sc.touched {
-				if v := sc.v[o]; v > 0 && (len(h) < limit || v > h[0]) {
-					h.offer(v, limit)
+				if v := sc.v[o]; v > floor {
+					floor = h.offer(v, limit)
 				}
 			}
 		}
-		if len(h) == limit {
-			threshold = h[0]
-		}
+		threshold = floor
 	}
 	ords := tx.Bucket(bOrds)
 	var out []graph.Scored
@@ -449,7 +452,7 @@ func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 	}
 	if sc.dense {
 		for o, v := range sc.v {
-			if v > 0 && v >= threshold {
+			if v >= threshold && v > 0 {
 				if err := add(uint32(o), v); err != nil {
 					return nil, err
 				}
@@ -457,7 +460,7 @@ func topOrds(tx *bolt.Tx, sc *scores, limit int) ([]graph.Scored, error) {
 		}
 	} else {
 		for _, o := range sc.touched {
-			if v := sc.v[o]; v > 0 && v >= threshold {
+			if v := sc.v[o]; v >= threshold && v > 0 {
 				if err := add(o, v); err != nil {
 					return nil, err
 				}
@@ -483,8 +486,10 @@ func (h minFloats) Less(i, j int) bool { return h[i] < h[j] }
 func (h minFloats) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *minFloats) Push(x any)        { *h = append(*h, x.(float64)) }
 
-// offer keeps v if it is among the limit largest seen.
-func (h *minFloats) offer(v float64, limit int) {
+// offer keeps v if it is among the limit largest seen, and returns what a
+// value must beat from now on: 0 while fewer than limit are kept, else the
+// smallest kept.
+func (h *minFloats) offer(v float64, limit int) float64 {
 	switch {
 	case len(*h) < limit:
 		heap.Push(h, v)
@@ -492,6 +497,10 @@ func (h *minFloats) offer(v float64, limit int) {
 		(*h)[0] = v
 		heap.Fix(h, 0)
 	}
+	if len(*h) < limit {
+		return 0
+	}
+	return (*h)[0]
 }
 
 func (h *minFloats) Pop() any {
