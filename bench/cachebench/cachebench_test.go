@@ -425,3 +425,41 @@ juicefs_object_request_durations_histogram_seconds_count{method="GET",mp="/m"} 9
 		t.Errorf("delta %s", d)
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	tests := []struct {
+		name, line string
+		want       time.Duration
+		wantErr    bool
+	}{
+		{"plain", "1234 (redis-server) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0 100 0", 3 * time.Second, false},
+		{"name with spaces and parens", "42 (a (b) c) R 1 42 42 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0 5 0", 100 * time.Millisecond, false},
+		{"truncated", "42 (x) R 1 2", 0, true},
+		{"no name", "garbage", 0, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseProcStat(tc.line)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseProcStat = %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseMachineStat(t *testing.T) {
+	busy, total, err := parseMachineStat("cpu  100 5 45 800 50 0 0 0 30 0")
+	if err != nil || busy != 1500*time.Millisecond || total != 10*time.Second {
+		t.Fatalf("parseMachineStat = %v, %v, %v; want 1.5s busy of 10s", busy, total, err)
+	}
+	if _, _, err := parseMachineStat("intr 1 2 3"); err == nil {
+		t.Fatal("a line that is not the cpu line parsed")
+	}
+	// The running machine's own line parses, and time moves.
+	if _, total, err := machineCPU(); err != nil || total <= 0 {
+		t.Fatalf("machineCPU = %v, %v", total, err)
+	}
+	if d, err := procCPU(os.Getpid()); err != nil || d < 0 {
+		t.Fatalf("procCPU(self) = %v, %v", d, err)
+	}
+}

@@ -29,6 +29,9 @@ type passResult struct {
 	// counters: what the mount's cache metrics did during the pass (filled
 	// in by the parent from the metrics endpoint).
 	counters string
+	// cpu: where the machine's CPU went during the pass (filled in by the
+	// parent).
+	cpu passCPU
 }
 
 func (r passResult) filesPerSec() float64 { return float64(r.Files) / r.Seconds }

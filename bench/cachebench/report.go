@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -272,6 +273,20 @@ func renderReport(cfg *config, info *runInfo, res results) string {
 			}
 		}
 	}
+	var cpuRows []string
+	for _, lat := range cfg.latencies {
+		for _, th := range cfg.threads {
+			for _, t := range cfg.targets {
+				if row := cpuRow(res[passKey{lat, kindSmall, th, t}]); row != "" {
+					cpuRows = append(cpuRows, fmt.Sprintf("| %s | %d | %s | %s |\n", latencyName(lat), th, t, row))
+				}
+			}
+		}
+	}
+	if len(cpuRows) > 0 {
+		p("\nCPU per small file read, in ms (medians over the runs): the reader child, the target's mount daemon, Redis, toxiproxy, the rest of the machine (kernel threads, other processes), and how busy the machine's %d CPUs were over the pass.\n\n", runtime.NumCPU())
+		p("| latency | threads | target | %s | other | machine busy |\n|---|--:|---|%s--:|--:|\n%s", strings.Join(cpuRoles, " | "), strings.Repeat("--:|", len(cpuRoles)), strings.Join(cpuRows, ""))
+	}
 	if len(cs) > 0 {
 		p("\n<details><summary>Cache counters of the last run (change over the pass)</summary>\n\n| latency | files | threads | target | counters |\n|---|---|--:|---|---|\n%s\n</details>\n", strings.Join(cs, ""))
 	}
@@ -306,4 +321,53 @@ func ratioCell(r ratioSpec, lat time.Duration, num, den summary) string {
 		return "**" + s + "**"
 	}
 	return s
+}
+
+// cpuRow renders the median CPU milliseconds per file of each role over a
+// cell's runs, the rest of the machine's busy time, and its busy share.
+func cpuRow(rs []passResult) string {
+	var cells []string
+	median := func(f func(passResult) (float64, bool)) string {
+		var vs []float64
+		for _, r := range rs {
+			if v, ok := f(r); ok {
+				vs = append(vs, v)
+			}
+		}
+		if len(vs) == 0 {
+			return "-"
+		}
+		slices.Sort(vs)
+		return strconv.FormatFloat(vs[len(vs)/2], 'f', 2, 64)
+	}
+	seen := false
+	for _, role := range cpuRoles {
+		cells = append(cells, median(func(r passResult) (float64, bool) {
+			d, ok := r.cpu.Roles[role]
+			if !ok || r.Files == 0 {
+				return 0, false
+			}
+			seen = true
+			return ms(d) / float64(r.Files), true
+		}))
+	}
+	if !seen {
+		return ""
+	}
+	cells = append(cells, median(func(r passResult) (float64, bool) {
+		if r.Files == 0 || r.cpu.Total == 0 {
+			return 0, false
+		}
+		var known time.Duration
+		for _, d := range r.cpu.Roles {
+			known += d
+		}
+		return ms(max(0, r.cpu.Busy-known)) / float64(r.Files), true
+	}), median(func(r passResult) (float64, bool) {
+		if r.cpu.Total == 0 {
+			return 0, false
+		}
+		return 100 * float64(r.cpu.Busy) / float64(r.cpu.Total), true
+	})+"%")
+	return strings.Join(cells, " | ")
 }

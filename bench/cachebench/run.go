@@ -539,6 +539,9 @@ func measure(ctx context.Context, e *env, res results) error {
 						eta := time.Duration(float64(elapsed) / float64(n) * float64(total-n)).Round(time.Second)
 						e.logf("[%d/%d] %s run %d/%d %-13s %s x%d: %.0f files/s, %.1f MB/s, %.2f s%s; about %s to go",
 							n, total, lat, rep+1, cfg.runs, t.name, kind, th, r.filesPerSec(), r.mbPerSec(), r.Seconds, mark, eta)
+						if c := r.cpu.perFile(r.Files); c != "" {
+							e.logf("        CPU ms per file: %s", c)
+						}
 						if r.counters != "" {
 							e.logf("        counters: %s", r.counters)
 						}
@@ -588,6 +591,7 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 		return passResult{}, err
 	}
 	defer lf.Close()
+	var readerCPU time.Duration
 	reader := func(what string, limit time.Duration) ([]byte, error) {
 		args := []string{"read", "-root", t.root, "-manifest", e.manifest, "-kind", kind,
 			"-threads", strconv.Itoa(threads), "-seed", strconv.FormatUint(seed, 10), "-limit", limit.String()}
@@ -595,6 +599,9 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stderr = lf
 		out, err := cmd.Output()
+		if cmd.ProcessState != nil {
+			readerCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -619,6 +626,11 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	if t.m != nil {
 		before, _ = scrapeCounters(ctx, t.metrics)
 	}
+	pids := map[string]int{"redis": e.redis.cmd.Process.Pid, "toxiproxy": e.toxi.proc.cmd.Process.Pid}
+	if t.m != nil {
+		pids["mount"] = t.m.p.cmd.Process.Pid
+	}
+	cpu := startCPUWatch(pids)
 	out, err := reader("pass", e.cfg.passLimit)
 	if err != nil {
 		return passResult{}, err
@@ -627,6 +639,7 @@ func pass(ctx context.Context, e *env, t *target, kind string, threads int, seed
 	if err := json.Unmarshal(out, &r); err != nil {
 		return passResult{}, fmt.Errorf("reader output %q: %w", out, err)
 	}
+	r.cpu = cpu.stop(readerCPU)
 	if t.m != nil {
 		if after, err := scrapeCounters(ctx, t.metrics); err == nil {
 			r.counters = counterDelta(before, after)
