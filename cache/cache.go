@@ -45,9 +45,11 @@ type Source interface {
 	Stat(ctx context.Context, ino uint64) (Version, error)
 	// Open opens the file for reading its whole content.
 	Open(ctx context.Context, ino uint64) (Reader, Version, error)
-	// Cached says the file is now held whole here: the source can drop its
-	// own cached blocks of it, so that its bytes are cached once.
-	Cached(ctx context.Context, ino uint64)
+	// Cached says the file, of length bytes, is now held whole here: the
+	// source can drop its own cached blocks of it, so that its bytes are
+	// cached once. It is called while the Reader that filled the copy is
+	// still open, so the source can use what that open already read.
+	Cached(ctx context.Context, ino uint64, length uint64)
 }
 
 // Reader reads one open file of the source.
@@ -705,7 +707,7 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64) (in
 	c.met.setUsage(c.used, len(c.entries))
 	c.mu.Unlock()
 	c.met.filled(size)
-	src.Cached(ctx, ino)
+	src.Cached(ctx, ino, ver.Length) // before the deferred r.Close
 	return size, nil
 }
 

@@ -52,7 +52,7 @@ func (s *dirSource) Open(ctx context.Context, ino uint64) (Reader, Version, erro
 	return f, v, nil
 }
 
-func (s *dirSource) Cached(ctx context.Context, ino uint64) {
+func (s *dirSource) Cached(ctx context.Context, ino uint64, length uint64) {
 	s.mu.Lock()
 	s.cached = append(s.cached, ino)
 	s.mu.Unlock()

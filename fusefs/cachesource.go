@@ -25,32 +25,14 @@ func versionOf(a *meta.Attr) cache.Version {
 type cacheSource struct {
 	v     *vfs.VFS
 	store chunk.ChunkStore
-	// evict feeds the workers that drop cached files' blocks from JuiceFS's
-	// block cache: that costs metadata round trips a fill need not wait for.
-	evict chan uint64
 }
 
 // CacheSource returns the cache's view of the volume: versions from the
 // metadata engine, contents through JuiceFS's VFS, and dropping a cached
-// file's blocks from JuiceFS's block cache (store) so its bytes are held once.
-// Its background workers stop when ctx ends.
-func CacheSource(ctx context.Context, v *vfs.VFS, store chunk.ChunkStore) cache.Source {
-	s := &cacheSource{v: v, store: store, evict: make(chan uint64, 4096)}
-	if store != nil {
-		for i := 0; i < 2; i++ {
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case ino := <-s.evict:
-						s.dropBlocks(ctx, ino)
-					}
-				}
-			}()
-		}
-	}
-	return s
+// file's blocks from JuiceFS's block cache (store, nil when there is none) so
+// its bytes are held once.
+func CacheSource(v *vfs.VFS, store chunk.ChunkStore) cache.Source {
+	return &cacheSource{v: v, store: store}
 }
 
 func (s *cacheSource) Stat(ctx context.Context, ino uint64) (cache.Version, error) {
@@ -77,25 +59,17 @@ func (s *cacheSource) Open(ctx context.Context, ino uint64) (cache.Reader, cache
 	return &vfsReader{v: s.v, ctx: lctx, ino: meta.Ino(ino), fh: fh, size: e.Attr.Length}, versionOf(e.Attr), nil
 }
 
-// Cached queues dropping the file's blocks from JuiceFS's block cache; when
-// the queue is full they stay until the block cache evicts them itself.
-func (s *cacheSource) Cached(ctx context.Context, ino uint64) {
+// Cached drops the file's blocks from JuiceFS's block cache. The cache calls
+// it while the handle that filled the copy is still open, so the metadata
+// engine answers the file's slice lists from that open file's memory: no
+// round trip (an earlier version looked them up again in the background,
+// two round trips a file, and fell behind the prefetcher on slow links).
+func (s *cacheSource) Cached(ctx context.Context, ino uint64, length uint64) {
 	if s.store == nil {
 		return
 	}
-	select {
-	case s.evict <- ino:
-	default:
-	}
-}
-
-func (s *cacheSource) dropBlocks(ctx context.Context, ino uint64) {
-	var a meta.Attr
 	mctx := rootContext(ctx)
-	if s.v.Meta.GetAttr(mctx, meta.Ino(ino), &a) != 0 {
-		return
-	}
-	for indx := uint32(0); uint64(indx)*meta.ChunkSize < a.Length; indx++ {
+	for indx := uint32(0); uint64(indx)*meta.ChunkSize < length; indx++ {
 		var slices []meta.Slice
 		if s.v.Meta.Read(mctx, meta.Ino(ino), indx, &slices) != 0 {
 			return

@@ -407,6 +407,65 @@ func TestCacheWarmDirectoriesStayCached(t *testing.T) {
 	}
 }
 
+// A file's bytes are held once on local disk: warming a file into the
+// whole-file cache drops the blocks the copy left in JuiceFS's block cache,
+// also for files of several blocks and of several chunks.
+func TestCacheHoldsBytesOnce(t *testing.T) {
+	needRoot(t)
+	metaURL, _ := formatShared(t, "cacheonce")
+	addr := freeMetricsAddr(t)
+	// No prefetcher: an uncached read must leave its blocks, for the check
+	// that the block cache is in use.
+	a := startMount(t, MountOpts{Meta: metaURL, Extra: []string{"--cache-size", "1G", "--block-cache-size", "1G", "--prefetch=false", "--metrics", addr}})
+	// Node B writes, so node A's block cache starts empty.
+	b := startMount(t, MountOpts{Meta: metaURL})
+	files := dataset(t, b.Path("ds"), "once", 12, 300<<10, 11)
+	big := make([]byte, 66<<20+12345) // two chunks, 17 blocks
+	for i := range big {
+		big[i] = byte(i*7 + i>>13)
+	}
+	if err := os.WriteFile(b.Path("ds", "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Setxattr(b.Path("ds", "big"), "user.xdg.tags", []byte("once"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(t, "reindex", a.Dir); err != nil {
+		t.Fatalf("reindex: %v\n%s", err, out)
+	}
+	blocks := func() float64 { return metric(t, addr, "juicefs_blockcache_blocks") }
+	// An uncached read through JuiceFS does fill the block cache: the
+	// check below would pass vacuously otherwise.
+	if _, err := os.ReadFile(a.Path("ds", "f0000")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for blocks() == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if blocks() == 0 {
+		t.Fatal("a read through JuiceFS left no block in its block cache: the test cannot see double caching")
+	}
+	warmup(t, "--tag", "once", a.Dir)
+	// JuiceFS writes blocks to its cache in the background; a block dropped
+	// before its write lands is removed right after it.
+	deadline = time.Now().Add(10 * time.Second)
+	for blocks() != 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := blocks(); n != 0 {
+		t.Fatalf("after warming, JuiceFS's block cache still holds %v blocks of files cached whole", n)
+	}
+	onA := map[string][]byte{a.Path("ds", "big"): big}
+	for p, want := range files {
+		onA[a.Path("ds", filepath.Base(p))] = want
+	}
+	verify(t, onA)
+	if n := blocks(); n != 0 {
+		t.Fatalf("reading the cached files put %v blocks back into JuiceFS's block cache", n)
+	}
+}
+
 // opCount reads disgrafs_fuse_ops_total for one operation.
 func opCount(t testing.TB, addr, op string) float64 {
 	t.Helper()
