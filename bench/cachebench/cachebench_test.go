@@ -462,4 +462,19 @@ func TestParseMachineStat(t *testing.T) {
 	if d, err := procCPU(os.Getpid()); err != nil || d < 0 {
 		t.Fatalf("procCPU(self) = %v, %v", d, err)
 	}
+	if pp, err := parsePPID("42 (a) b) S 7 42"); err != nil || pp != 7 {
+		t.Fatalf("parsePPID = %v, %v; want 7", pp, err)
+	}
+	// A busy child counts in its parent's tree.
+	child := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 5")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	time.Sleep(1500 * time.Millisecond)
+	own, _ := procCPU(os.Getpid())
+	tree, err := treeCPU(os.Getpid())
+	if err != nil || tree <= own {
+		t.Fatalf("treeCPU(self) = %v, %v; own %v: the busy child was not counted", tree, err, own)
+	}
 }

@@ -22,6 +22,57 @@ func procCPU(pid int) (time.Duration, error) {
 	return parseProcStat(string(b))
 }
 
+// treeCPU is the CPU time of a process and all its descendants: the juicefs
+// CLI's foreground mount serves FUSE from a child process it supervises.
+func treeCPU(root int) (time.Duration, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	parent := map[int]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		if pp, err := parsePPID(string(b)); err == nil {
+			parent[pid] = pp
+		}
+	}
+	total, err := procCPU(root)
+	if err != nil {
+		return 0, err
+	}
+	for pid := range parent {
+		for p := parent[pid]; p > 1; p = parent[p] {
+			if p == root {
+				if d, err := procCPU(pid); err == nil {
+					total += d
+				}
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// parsePPID reads the parent pid (field 4) of a /proc/PID/stat line.
+func parsePPID(s string) (int, error) {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed stat line %q", s)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0, fmt.Errorf("malformed stat line %q", s)
+	}
+	return strconv.Atoi(f[1])
+}
+
 // parseProcStat reads utime and stime (fields 14 and 15) of a /proc/PID/stat
 // line. The command name (field 2) may hold spaces and parentheses, so the
 // fields are counted from its closing parenthesis.
@@ -80,7 +131,8 @@ func parseMachineStat(line string) (busy, total time.Duration, err error) {
 	return time.Duration(all-idle) * tick, time.Duration(all) * tick, nil
 }
 
-// cpuWatch samples the CPU time of the processes a pass involves.
+// cpuWatch samples the CPU time of the processes a pass involves (each with
+// its descendants).
 type cpuWatch struct {
 	pids        map[string]int // role -> pid
 	before      map[string]time.Duration
@@ -90,7 +142,7 @@ type cpuWatch struct {
 func startCPUWatch(pids map[string]int) *cpuWatch {
 	w := &cpuWatch{pids: pids, before: map[string]time.Duration{}}
 	for role, pid := range pids {
-		if d, err := procCPU(pid); err == nil {
+		if d, err := treeCPU(pid); err == nil {
 			w.before[role] = d
 		}
 	}
@@ -114,7 +166,7 @@ func (w *cpuWatch) stop(reader time.Duration) passCPU {
 		if !ok {
 			continue
 		}
-		if d, err := procCPU(pid); err == nil {
+		if d, err := treeCPU(pid); err == nil {
 			c.Roles[role] = d - b
 		}
 	}
