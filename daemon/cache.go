@@ -234,7 +234,9 @@ func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip
 	d := n.d
 	if d.tags != nil && d.tags.svc.Check() == nil {
 		tags, tagsErr := d.tags.store.TagsOf(ctx, graph.FileID(ino))
-		if tagsErr == nil && n.postings(ctx, tags) <= relatedPostings {
+		// With one tag every file of it shares exactly that tag with this
+		// one: all tie, and the tag's name order below says as much.
+		if tagsErr == nil && len(tags) >= 2 && n.postings(ctx, tags) <= relatedPostings {
 			if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
 				for _, s := range rel {
 					if add(uint64(s.File.ID)) {
