@@ -175,15 +175,12 @@ func (t *Tracer) Drain() (Drained, error) {
 
 func (t *Tracer) drainInodes() ([]InodeDelta, error) {
 	var (
-		key   uint64
-		vals  []readsInodeStats
 		out   []InodeDelta
 		idle  []uint64
 		seen  = make(map[uint64]bool, len(t.prevInode))
 		total int
 	)
-	it := t.objs.InodeReads.Iterate()
-	for it.Next(&key, &vals) {
+	err := eachPerCPU(t.objs.InodeReads, func(key uint64, vals []readsInodeStats) {
 		total++
 		var cur InodeCounts
 		for _, v := range vals {
@@ -200,11 +197,11 @@ func (t *Tracer) drainInodes() ([]InodeDelta, error) {
 		t.prevInode[key] = cur
 		if dl.zero() {
 			idle = append(idle, key)
-			continue
+			return
 		}
 		out = append(out, InodeDelta{Ino: key, InodeCounts: dl})
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read the inode counters: %w", err)
 	}
 	for k := range t.prevInode {
@@ -228,13 +225,10 @@ func (t *Tracer) drainInodes() ([]InodeDelta, error) {
 
 func (t *Tracer) drainProcs() ([]ProcDelta, error) {
 	var (
-		key  readsProcKey
-		vals []readsProcStats
 		out  []ProcDelta
 		seen = make(map[readsProcKey]bool, len(t.prevProc))
 	)
-	it := t.objs.ProcReads.Iterate()
-	for it.Next(&key, &vals) {
+	err := eachPerCPU(t.objs.ProcReads, func(key readsProcKey, vals []readsProcStats) {
 		var cur readsProcStats
 		for _, v := range vals {
 			cur.Calls += v.Calls
@@ -246,8 +240,8 @@ func (t *Tracer) drainProcs() ([]ProcDelta, error) {
 		if dc, db := delta(cur.Calls, prev.Calls), delta(cur.Bytes, prev.Bytes); dc != 0 || db != 0 {
 			out = append(out, ProcDelta{Ino: key.Ino, Tgid: key.Tgid, Calls: dc, Bytes: db})
 		}
-	}
-	if err := it.Err(); err != nil {
+	})
+	if err != nil {
 		return nil, fmt.Errorf("read the per-process counters: %w", err)
 	}
 	for k := range t.prevProc {
