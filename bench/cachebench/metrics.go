@@ -14,6 +14,7 @@ import (
 // counterPrefixes are the metrics a pass reports: what the caches did.
 var counterPrefixes = []string{
 	"disgrafs_cache", "disgrafs_prefetch", "disgrafs_passthrough",
+	"disgrafs_fuse_ops_total", "disgrafs_fuse_op_duration_seconds_sum",
 	"juicefs_blockcache_hit", "juicefs_blockcache_miss",
 	"juicefs_object_request_durations_histogram_seconds_count",
 }
