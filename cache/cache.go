@@ -150,6 +150,10 @@ type Cache struct {
 	dirty    map[uint64]struct{}
 	closed   bool
 	onEvict  []func(ino uint64)
+	// filling holds a channel per file being copied in, closed when the
+	// copy ends: an open can wait for it instead of reading the file
+	// through JuiceFS beside the copy.
+	filling map[uint64]chan struct{}
 }
 
 // Open opens (or creates) the cache in cfg.Dir and checks it: entries whose
@@ -180,7 +184,7 @@ func Open(cfg Config) (*Cache, error) {
 	}
 	c := &Cache{
 		cfg: cfg, log: cfg.Log, met: cfg.Metrics, crc: crc32.MakeTable(crc32.Castagnoli),
-		entries: map[uint64]*entry{}, lru: list.New(), dirty: map[uint64]struct{}{},
+		entries: map[uint64]*entry{}, lru: list.New(), dirty: map[uint64]struct{}{}, filling: map[uint64]chan struct{}{},
 	}
 	if err := c.safeOpenIndex(); err != nil {
 		return nil, err
@@ -595,12 +599,42 @@ func (c *Cache) Fill(ctx context.Context, src Source, ino uint64) (bytes int64, 
 	return c.FillUpTo(ctx, src, ino, 0)
 }
 
+// AwaitFill waits until a copy of ino that is in flight (a prefetch, a
+// warmup) ends, or ctx does. It reports whether there was one and it ended:
+// the caller then looks the file up again. It returns at once when no copy
+// is in flight.
+func (c *Cache) AwaitFill(ctx context.Context, ino uint64) bool {
+	c.mu.Lock()
+	done := c.filling[ino]
+	c.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	c.met.fillWaitInc()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // ErrLarger is returned by FillUpTo for a file over its limit.
 var ErrLarger = errors.New("file larger than the limit")
 
 // FillUpTo is Fill for files of at most max bytes (0: any size).
 func (c *Cache) FillUpTo(ctx context.Context, src Source, ino uint64, max int64) (bytes int64, err error) {
 	v, err, _ := c.sf.Do("fill:"+strconv.FormatUint(ino, 10), func() (any, error) {
+		done := make(chan struct{})
+		c.mu.Lock()
+		c.filling[ino] = done
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			delete(c.filling, ino)
+			c.mu.Unlock()
+			close(done)
+		}()
 		return c.fill(ctx, src, ino, max)
 	})
 	n, _ := v.(int64)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // dirSource serves files of a local directory named by inode number: the
@@ -317,5 +318,70 @@ func TestDamagedIndexNeverStopsTheCache(t *testing.T) {
 				t.Fatalf("fill after a damaged index: %v", err)
 			}
 		})
+	}
+}
+
+// gatedSource holds every Open until gate is closed.
+type gatedSource struct {
+	*dirSource
+	gate chan struct{}
+}
+
+func (s gatedSource) Open(ctx context.Context, ino uint64) (Reader, Version, error) {
+	<-s.gate
+	return s.dirSource.Open(ctx, ino)
+}
+
+// An open that finds its file being copied in waits for the copy, up to its
+// context's end, and returns at once when no copy is in flight.
+func TestAwaitFill(t *testing.T) {
+	c, src, _ := newTestCache(t, 1<<20)
+	src.write(t, 7, []byte("seven"))
+	if c.AwaitFill(context.Background(), 7) {
+		t.Fatal("AwaitFill waited with no copy in flight")
+	}
+	gs := gatedSource{dirSource: src, gate: make(chan struct{})}
+	filled := make(chan error, 1)
+	go func() {
+		_, err := c.Fill(context.Background(), gs, 7)
+		filled <- err
+	}()
+	for {
+		c.mu.Lock()
+		inFlight := c.filling[7] != nil
+		c.mu.Unlock()
+		if inFlight {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if c.AwaitFill(short, 7) {
+		t.Fatal("AwaitFill reported the copy done while it was held")
+	}
+	waited := make(chan bool, 1)
+	go func() { waited <- c.AwaitFill(context.Background(), 7) }()
+	select {
+	case <-waited:
+		t.Fatal("AwaitFill returned before the copy ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gs.gate)
+	if !<-waited {
+		t.Fatal("AwaitFill did not report the copy's end")
+	}
+	if err := <-filled; err != nil {
+		t.Fatal(err)
+	}
+	v, err := src.Stat(context.Background(), 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Has(7, v) {
+		t.Fatal("the file is not cached after the copy the open waited for")
+	}
+	if c.AwaitFill(context.Background(), 7) {
+		t.Fatal("AwaitFill waited after the copy ended")
 	}
 }

@@ -9,7 +9,7 @@ type Metrics struct {
 	hitFiles, hitBytes, missFiles, missBytes prometheus.Counter
 	evictions, corruptions                   prometheus.Counter
 	filledFiles, filledBytes                 prometheus.Counter
-	passthroughOpens                         prometheus.Counter
+	passthroughOpens, fillWaits              prometheus.Counter
 	bytes, files, budget                     prometheus.Gauge
 
 	prefetchQueued, prefetchDone, prefetchDropped prometheus.Counter
@@ -40,6 +40,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		filledFiles:      c("cache_filled_files_total", "Files copied into the whole-file cache."),
 		filledBytes:      c("cache_filled_bytes_total", "Bytes copied into the whole-file cache."),
 		passthroughOpens: c("cache_passthrough_opens_total", "Opens served through FUSE passthrough to a cached file."),
+		fillWaits:        c("cache_fill_waits_total", "Opens that found the file being copied into the cache (a prefetch, a warmup) and waited for the copy."),
 		bytes:            g("cache_bytes", "Bytes held by the whole-file cache."),
 		files:            g("cache_files", "Files held by the whole-file cache."),
 		budget:           g("cache_budget_bytes", "Budget of the whole-file cache."),
@@ -58,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
-			m.filledFiles, m.filledBytes, m.passthroughOpens, m.bytes, m.files, m.budget,
+			m.filledFiles, m.filledBytes, m.passthroughOpens, m.fillWaits, m.bytes, m.files, m.budget,
 			m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
 			m.prefetchWasted, m.prefetchSkipped, m.prefetchQueue, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
 	}
@@ -133,6 +134,12 @@ func (m *Metrics) prefetchDoneInc() {
 func (m *Metrics) prefetchDroppedInc() {
 	if m != nil {
 		m.prefetchDropped.Inc()
+	}
+}
+
+func (m *Metrics) fillWaitInc() {
+	if m != nil {
+		m.fillWaits.Inc()
 	}
 }
 
