@@ -29,7 +29,11 @@ func treeCPU(root int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	parent := map[int]int{}
+	type procStat struct {
+		ppid int
+		cpu  time.Duration
+	}
+	procs := map[int]procStat{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -39,20 +43,25 @@ func treeCPU(root int) (time.Duration, error) {
 		if err != nil {
 			continue // exited meanwhile
 		}
-		if pp, err := parsePPID(string(b)); err == nil {
-			parent[pid] = pp
+		pp, err := parsePPID(string(b))
+		if err != nil {
+			continue
 		}
+		cpu, err := parseProcStat(string(b))
+		if err != nil {
+			continue
+		}
+		procs[pid] = procStat{pp, cpu}
 	}
-	total, err := procCPU(root)
-	if err != nil {
-		return 0, err
+	r, ok := procs[root]
+	if !ok {
+		return 0, fmt.Errorf("process %d not found", root)
 	}
-	for pid := range parent {
-		for p := parent[pid]; p > 1; p = parent[p] {
+	total := r.cpu
+	for pid, ps := range procs {
+		for p := ps.ppid; p > 1; p = procs[p].ppid {
 			if p == root {
-				if d, err := procCPU(pid); err == nil {
-					total += d
-				}
+				total += procs[pid].cpu
 				break
 			}
 		}
@@ -60,31 +69,37 @@ func treeCPU(root int) (time.Duration, error) {
 	return total, nil
 }
 
-// parsePPID reads the parent pid (field 4) of a /proc/PID/stat line.
-func parsePPID(s string) (int, error) {
+// statFields returns the fields of a /proc/PID/stat line that follow the
+// command name (field 2), at least need of them: f[0] is field 3. The name
+// may hold spaces and parentheses, so the fields are counted from its
+// closing parenthesis.
+func statFields(s string, need int) ([]string, error) {
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("malformed stat line %q", s)
+		return nil, fmt.Errorf("malformed stat line %q", s)
 	}
 	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0, fmt.Errorf("malformed stat line %q", s)
+	if len(f) < need {
+		return nil, fmt.Errorf("malformed stat line %q", s)
+	}
+	return f, nil
+}
+
+// parsePPID reads the parent pid (field 4) of a /proc/PID/stat line.
+func parsePPID(s string) (int, error) {
+	f, err := statFields(s, 2)
+	if err != nil {
+		return 0, err
 	}
 	return strconv.Atoi(f[1])
 }
 
 // parseProcStat reads utime and stime (fields 14 and 15) of a /proc/PID/stat
-// line. The command name (field 2) may hold spaces and parentheses, so the
-// fields are counted from its closing parenthesis.
+// line.
 func parseProcStat(s string) (time.Duration, error) {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("malformed stat line %q", s)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state), so utime (14) is f[11] and stime (15) f[12].
-	if len(f) < 13 {
-		return 0, fmt.Errorf("malformed stat line %q", s)
+	f, err := statFields(s, 13)
+	if err != nil {
+		return 0, err
 	}
 	var ticks int64
 	for _, v := range f[11:13] {
