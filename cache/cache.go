@@ -600,10 +600,10 @@ func (c *Cache) Fill(ctx context.Context, src Source, ino uint64) (bytes int64, 
 }
 
 // AwaitFill waits until a copy of ino that is in flight (a prefetch, a
-// warmup) ends, or ctx does. It reports whether there was one and it ended:
-// the caller then looks the file up again. It returns at once when no copy
-// is in flight.
-func (c *Cache) AwaitFill(ctx context.Context, ino uint64) bool {
+// warmup) ends, for at most max or until ctx ends. It reports whether there
+// was one and it ended: the caller then looks the file up again. It returns
+// at once, without a timer, when no copy is in flight (every open asks).
+func (c *Cache) AwaitFill(ctx context.Context, ino uint64, max time.Duration) bool {
 	c.mu.Lock()
 	done := c.filling[ino]
 	c.mu.Unlock()
@@ -611,9 +611,13 @@ func (c *Cache) AwaitFill(ctx context.Context, ino uint64) bool {
 		return false
 	}
 	c.met.fillWaitInc()
+	t := time.NewTimer(max)
+	defer t.Stop()
 	select {
 	case <-done:
 		return true
+	case <-t.C:
+		return false
 	case <-ctx.Done():
 		return false
 	}

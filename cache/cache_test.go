@@ -337,7 +337,7 @@ func (s gatedSource) Open(ctx context.Context, ino uint64) (Reader, Version, err
 func TestAwaitFill(t *testing.T) {
 	c, src, _ := newTestCache(t, 1<<20)
 	src.write(t, 7, []byte("seven"))
-	if c.AwaitFill(context.Background(), 7) {
+	if c.AwaitFill(context.Background(), 7, time.Minute) {
 		t.Fatal("AwaitFill waited with no copy in flight")
 	}
 	gs := gatedSource{dirSource: src, gate: make(chan struct{})}
@@ -355,13 +355,16 @@ func TestAwaitFill(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if c.AwaitFill(short, 7) {
+	if c.AwaitFill(context.Background(), 7, 20*time.Millisecond) {
 		t.Fatal("AwaitFill reported the copy done while it was held")
 	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if c.AwaitFill(short, 7, time.Minute) {
+		t.Fatal("AwaitFill reported the copy done when its context ended")
+	}
 	waited := make(chan bool, 1)
-	go func() { waited <- c.AwaitFill(context.Background(), 7) }()
+	go func() { waited <- c.AwaitFill(context.Background(), 7, time.Minute) }()
 	select {
 	case <-waited:
 		t.Fatal("AwaitFill returned before the copy ended")
@@ -381,7 +384,7 @@ func TestAwaitFill(t *testing.T) {
 	if !c.Has(7, v) {
 		t.Fatal("the file is not cached after the copy the open waited for")
 	}
-	if c.AwaitFill(context.Background(), 7) {
+	if c.AwaitFill(context.Background(), 7, time.Minute) {
 		t.Fatal("AwaitFill waited after the copy ended")
 	}
 }

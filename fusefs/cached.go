@@ -157,9 +157,7 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 		// files at 10 ms, 23% of opens raced their file's prefetch and
 		// read it a second time). Small files only: a reader of a large
 		// file should not wait for all of it before its first byte.
-		wctx, cancel := context.WithTimeout(context.Background(), awaitFillWait)
-		s.Cache.AwaitFill(wctx, ino)
-		cancel()
+		s.Cache.AwaitFill(context.Background(), ino, awaitFillWait)
 	}
 	// Open and check the copy (disk I/O, and a whole read for its checksum
 	// on first use) before taking the lock, so that opens of different files
