@@ -68,6 +68,9 @@ var (
 	ErrChanged = errors.New("file changed while caching")
 	// ErrClosed: the cache is closed.
 	ErrClosed = errors.New("cache closed")
+	// ErrRecentlyUsed: a speculative fill (a prefetch) would have to evict
+	// files used more recently than the one it brings; nothing was evicted.
+	ErrRecentlyUsed = errors.New("cache full of files used more recently")
 )
 
 // Config sets where the cache lives and how much it may hold.
@@ -154,7 +157,33 @@ type Cache struct {
 	// copy ends: an open can wait for it instead of reading the file
 	// through JuiceFS beside the copy.
 	filling map[uint64]chan struct{}
+	// ghosts remembers the last use of files evicted for lack of room (two
+	// generations of at most maxGhosts each: ghosts is the newer). A file
+	// evicted by the LRU was used less recently than every file it left
+	// behind, so a prefetch of it may evict nothing (see reserve): without
+	// this, a prefetch that follows tags brings back the very file the
+	// budget has just pushed out, evicting a file used since, and the two
+	// chase each other.
+	ghosts, oldGhosts map[uint64]int64
 }
+
+// maxGhosts bounds each generation of Cache.ghosts (16 bytes an entry).
+const maxGhosts = 1 << 16
+
+// FillMode says what a fill may evict to make room.
+type FillMode int
+
+const (
+	// Demand: a reader asked for the file (a warmup, a read that missed):
+	// the least recently used files make room, whatever their last use.
+	Demand FillMode = iota
+	// Speculative: a prefetch. It may evict only files used less recently
+	// than the file it brings was: its last use when it was evicted for
+	// lack of room before (see Cache.ghosts), now for a file the cache has
+	// not held. When that frees too little it fails with ErrRecentlyUsed
+	// and evicts nothing.
+	Speculative
+)
 
 // Open opens (or creates) the cache in cfg.Dir and checks it: entries whose
 // file is missing or has the wrong size are dropped, files the index does not
@@ -185,6 +214,7 @@ func Open(cfg Config) (*Cache, error) {
 	c := &Cache{
 		cfg: cfg, log: cfg.Log, met: cfg.Metrics, crc: crc32.MakeTable(crc32.Castagnoli),
 		entries: map[uint64]*entry{}, lru: list.New(), dirty: map[uint64]struct{}{}, filling: map[uint64]chan struct{}{},
+		ghosts: map[uint64]int64{}, oldGhosts: map[uint64]int64{},
 	}
 	if err := c.safeOpenIndex(); err != nil {
 		return nil, err
@@ -523,9 +553,11 @@ func (c *Cache) OnEvict(fn func(ino uint64)) {
 	c.mu.Unlock()
 }
 
-// reserve makes room for n more bytes, evicting the least recently used
-// files; it fails when even an empty cache could not hold them.
-func (c *Cache) reserve(n int64) error {
+// reserve makes room for n more bytes of ino, evicting the least recently
+// used files; it fails when even an empty cache could not hold them, and for
+// a speculative fill when the files it may evict (see FillMode) free too
+// little, in which case it evicts nothing.
+func (c *Cache) reserve(ino uint64, n int64, mode FillMode) error {
 	if n > c.cfg.Capacity {
 		return fmt.Errorf("%w: %d bytes, budget %d", ErrTooBig, n, c.cfg.Capacity)
 	}
@@ -540,6 +572,24 @@ func (c *Cache) reserve(n int64) error {
 	if short > need {
 		need = short
 	}
+	if mode == Speculative && need > 0 {
+		claim := time.Now().UnixNano()
+		if last, ok := c.ghostLocked(ino); ok {
+			claim = last
+		}
+		free := int64(0)
+		for el := c.lru.Back(); el != nil && free < need; el = el.Prev() {
+			e := el.Value.(*entry)
+			if e.lastUse >= claim {
+				break // the LRU is in order of last use: the rest are newer
+			}
+			free += e.size
+		}
+		if free < need {
+			c.mu.Unlock()
+			return fmt.Errorf("%w: inode %d needs %d bytes, %d are held by files used less recently", ErrRecentlyUsed, ino, need, free)
+		}
+	}
 	for need > 0 {
 		back := c.lru.Back()
 		if back == nil {
@@ -549,6 +599,7 @@ func (c *Cache) reserve(n int64) error {
 		c.log.Debug("evicting", "ino", e.ino, "bytes", e.size, "idle", time.Duration(time.Now().UnixNano()-e.lastUse))
 		need -= e.size
 		evicted = append(evicted, e.ino)
+		c.rememberLocked(e)
 		c.removeLocked(e)
 	}
 	if need > 0 && c.reserved+n > c.cfg.Capacity {
@@ -569,6 +620,25 @@ func (c *Cache) reserve(n int64) error {
 		}
 	}
 	return nil
+}
+
+// rememberLocked records the last use of e, evicted for lack of room.
+func (c *Cache) rememberLocked(e *entry) {
+	if len(c.ghosts) >= maxGhosts {
+		c.oldGhosts, c.ghosts = c.ghosts, make(map[uint64]int64, maxGhosts)
+	}
+	c.ghosts[e.ino] = e.lastUse
+	delete(c.oldGhosts, e.ino)
+}
+
+// ghostLocked returns the last use of ino if it was evicted for lack of room
+// and is remembered.
+func (c *Cache) ghostLocked(ino uint64) (int64, bool) {
+	if t, ok := c.ghosts[ino]; ok {
+		return t, true
+	}
+	t, ok := c.oldGhosts[ino]
+	return t, ok
 }
 
 // diskShortfall is how many bytes must be freed so that writing n more
@@ -596,7 +666,7 @@ func (c *Cache) unreserve(n int64) {
 // Fill copies ino from src into the cache unless it is already there at its
 // current version. Concurrent fills of one file share the work.
 func (c *Cache) Fill(ctx context.Context, src Source, ino uint64) (bytes int64, err error) {
-	return c.FillUpTo(ctx, src, ino, 0)
+	return c.FillUpTo(ctx, src, ino, 0, Demand)
 }
 
 // AwaitFill waits until a copy of ino that is in flight (a prefetch, a
@@ -626,8 +696,10 @@ func (c *Cache) AwaitFill(ctx context.Context, ino uint64, max time.Duration) bo
 // ErrLarger is returned by FillUpTo for a file over its limit.
 var ErrLarger = errors.New("file larger than the limit")
 
-// FillUpTo is Fill for files of at most max bytes (0: any size).
-func (c *Cache) FillUpTo(ctx context.Context, src Source, ino uint64, max int64) (bytes int64, err error) {
+// FillUpTo is Fill for files of at most max bytes (0: any size), making room
+// as mode allows. Concurrent fills of one file share the first one's work
+// and its mode.
+func (c *Cache) FillUpTo(ctx context.Context, src Source, ino uint64, max int64, mode FillMode) (bytes int64, err error) {
 	v, err, _ := c.sf.Do("fill:"+strconv.FormatUint(ino, 10), func() (any, error) {
 		done := make(chan struct{})
 		c.mu.Lock()
@@ -639,13 +711,13 @@ func (c *Cache) FillUpTo(ctx context.Context, src Source, ino uint64, max int64)
 			c.mu.Unlock()
 			close(done)
 		}()
-		return c.fill(ctx, src, ino, max)
+		return c.fill(ctx, src, ino, max, mode)
 	})
 	n, _ := v.(int64)
 	return n, err
 }
 
-func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64) (int64, error) {
+func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64, mode FillMode) (int64, error) {
 	r, ver, err := src.Open(ctx, ino)
 	if err != nil {
 		return 0, err
@@ -658,7 +730,7 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64) (in
 		return 0, ErrLarger
 	}
 	size := int64(ver.Length)
-	if err := c.reserve(size); err != nil {
+	if err := c.reserve(ino, size, mode); err != nil {
 		return 0, err
 	}
 	defer c.unreserve(size)
@@ -740,6 +812,8 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64) (in
 	}
 	e.elem = c.lru.PushFront(e)
 	c.entries[ino] = e
+	delete(c.ghosts, ino)
+	delete(c.oldGhosts, ino)
 	c.used += size
 	c.dirty[ino] = struct{}{}
 	c.met.setUsage(c.used, len(c.entries))

@@ -388,3 +388,73 @@ func TestAwaitFill(t *testing.T) {
 		t.Fatal("AwaitFill waited after the copy ended")
 	}
 }
+
+// TestSpeculativeFillEvictsOnlyOlder: a prefetch may evict only files used
+// less recently than the one it brings; a file the budget pushed out comes
+// back only as a demand fill or into free room.
+func TestSpeculativeFillEvictsOnlyOlder(t *testing.T) {
+	ctx := context.Background()
+	const size = 100
+	// Budget for three files. Inode 1 is filled first, then 2, 3 and 4: the
+	// fill of 4 evicts 1 (the least recently used), which becomes a ghost.
+	setup := func(t *testing.T) (*Cache, *dirSource) {
+		c, src, _ := newTestCache(t, 3*size)
+		for ino := uint64(1); ino <= 6; ino++ {
+			src.write(t, ino, bytes.Repeat([]byte{byte(ino)}, size))
+		}
+		for ino := uint64(1); ino <= 4; ino++ {
+			if _, err := c.Fill(ctx, src, ino); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond) // distinct last uses
+		}
+		if c.Contains(1) {
+			t.Fatal("inode 1 should have been evicted by the budget")
+		}
+		return c, src
+	}
+	cases := []struct {
+		name    string
+		prepare func(t *testing.T, c *Cache)
+		ino     uint64
+		mode    FillMode
+		wantErr error
+		evicted uint64 // 0: nothing evicted
+	}{
+		{"new file evicts the least recently used", nil, 5, Speculative, nil, 2},
+		{"evicted file is refused", nil, 1, Speculative, ErrRecentlyUsed, 0},
+		{"evicted file comes back on demand", nil, 1, Demand, nil, 2},
+		{"evicted file fits in free room", func(t *testing.T, c *Cache) { c.Evict([]uint64{3}) }, 1, Speculative, nil, 0},
+		{"ghost older than a file not used since it was filled", func(t *testing.T, c *Cache) {
+			// A ghost's last use is older than every entry's, touched or not.
+			c.Touch(2)
+		}, 1, Speculative, ErrRecentlyUsed, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, src := setup(t)
+			if tc.prepare != nil {
+				tc.prepare(t, c)
+			}
+			before := map[uint64]bool{}
+			for ino := uint64(1); ino <= 6; ino++ {
+				before[ino] = c.Contains(ino)
+			}
+			_, err := c.FillUpTo(ctx, src, tc.ino, 0, tc.mode)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("fill of %d: error %v, want %v", tc.ino, err, tc.wantErr)
+			}
+			if got := c.Contains(tc.ino); got != (tc.wantErr == nil) {
+				t.Fatalf("inode %d cached = %v after the fill", tc.ino, got)
+			}
+			for ino := uint64(1); ino <= 6; ino++ {
+				if ino == tc.ino || !before[ino] {
+					continue
+				}
+				if want := ino != tc.evicted; c.Contains(ino) != want {
+					t.Errorf("inode %d cached = %v, want %v", ino, !want, want)
+				}
+			}
+		})
+	}
+}

@@ -14,8 +14,8 @@ type Metrics struct {
 
 	prefetchQueued, prefetchDone, prefetchDropped prometheus.Counter
 	prefetchUsed, prefetchWasted, prefetchFailed  prometheus.Counter
-	prefetchSkipped                               prometheus.Counter
-	prefetchQueue                                 prometheus.Gauge
+	prefetchSkipped, prefetchRefused              prometheus.Counter
+	prefetchQueue, prefetchInFlight               prometheus.Gauge
 
 	warmupFiles, warmupBytes prometheus.Counter
 	warmupActive             prometheus.Gauge
@@ -51,7 +51,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		prefetchUsed:     c("prefetch_used_total", "Prefetched files that were opened afterwards."),
 		prefetchWasted:   c("prefetch_wasted_total", "Prefetched files evicted before anyone opened them."),
 		prefetchSkipped:  c("prefetch_skipped_opens_total", "Opens whose neighbours were not looked for because the last ones looked for were all cached already."),
+		prefetchRefused:  c("prefetch_refused_total", "Prefetches refused because the cache is full of files used more recently than the one proposed (often one evicted for lack of room and not used since)."),
 		prefetchQueue:    g("prefetch_queue_length", "Files waiting in the prefetch queue."),
+		prefetchInFlight: g("prefetch_in_flight", "Prefetch work under way: files being copied, and opens whose related files are being looked for. With prefetch_queue_length also 0 the prefetcher is idle."),
 		warmupFiles:      c("warmup_files_total", "Files processed by warmups (cached, already cached or evicted)."),
 		warmupBytes:      c("warmup_bytes_total", "Bytes copied into the cache by warmups."),
 		warmupActive:     g("warmup_active", "Warmups running now."),
@@ -61,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
 			m.filledFiles, m.filledBytes, m.passthroughOpens, m.fillWaits, m.bytes, m.files, m.budget,
 			m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
-			m.prefetchWasted, m.prefetchSkipped, m.prefetchQueue, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
+			m.prefetchWasted, m.prefetchSkipped, m.prefetchRefused, m.prefetchQueue, m.prefetchInFlight, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
 	}
 	return m
 }
@@ -170,5 +172,17 @@ func (m *Metrics) prefetchWastedInc() {
 func (m *Metrics) prefetchQueueSet(n int) {
 	if m != nil {
 		m.prefetchQueue.Set(float64(n))
+	}
+}
+
+func (m *Metrics) prefetchRefusedInc() {
+	if m != nil {
+		m.prefetchRefused.Inc()
+	}
+}
+
+func (m *Metrics) prefetchInFlightSet(n int64) {
+	if m != nil {
+		m.prefetchInFlight.Set(float64(n))
 	}
 }

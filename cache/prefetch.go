@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -42,6 +43,7 @@ func DefaultPrefetchConfig() PrefetchConfig {
 type job struct {
 	ino   uint64
 	depth int
+	mode  FillMode // Demand for a file just read through the daemon
 	at    time.Time
 	elem  *list.Element
 }
@@ -60,6 +62,9 @@ type Prefetcher struct {
 	foreground func() int64
 
 	expand chan job
+	// inFlight counts opens sent to the expander and not yet expanded, and
+	// fetches running (the prefetch_in_flight gauge).
+	inFlight atomic.Int64
 
 	mu         sync.Mutex
 	cond       *sync.Cond
@@ -154,15 +159,21 @@ func (p *Prefetcher) Opened(ino uint64, hit bool) {
 		p.met.prefetchSkippedInc()
 		return
 	}
+	p.addInFlight(1)
 	select {
 	case p.expand <- job{ino: ino, depth: 1, at: time.Now()}:
 	default: // the expander is behind: this open's neighbours are skipped
+		p.addInFlight(-1)
 	}
 }
 
+func (p *Prefetcher) addInFlight(n int64) { p.met.prefetchInFlightSet(p.inFlight.Add(n)) }
+
 // Read queues ino itself (after a read of it through the daemon missed the
-// cache), ahead of everything else.
-func (p *Prefetcher) Read(ino uint64) { p.push(ino, p.cfg.Depth) }
+// cache), ahead of everything else. The file was just used, so its copy may
+// make room like any read (Demand); the prefetcher's guesses may only evict
+// files used less recently (Speculative).
+func (p *Prefetcher) Read(ino uint64) { p.push(ino, p.cfg.Depth, Demand) }
 
 func (p *Prefetcher) evicted(ino uint64) {
 	p.mu.Lock()
@@ -175,13 +186,19 @@ func (p *Prefetcher) evicted(ino uint64) {
 
 // push queues ino; false when it was queued already (or the prefetcher is
 // closed).
-func (p *Prefetcher) push(ino uint64, depth int) bool {
+func (p *Prefetcher) push(ino uint64, depth int, mode FillMode) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.queued[ino] != nil {
+	if p.closed {
 		return false
 	}
-	j := &job{ino: ino, depth: depth, at: time.Now()}
+	if j := p.queued[ino]; j != nil {
+		if mode == Demand {
+			j.mode = Demand
+		}
+		return false
+	}
+	j := &job{ino: ino, depth: depth, mode: mode, at: time.Now()}
 	j.elem = p.queue.PushFront(j)
 	p.queued[ino] = j
 	p.met.prefetchQueuedInc()
@@ -244,28 +261,34 @@ func (p *Prefetcher) expander(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case j := <-p.expand:
-			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			inos, err := p.nb.Neighbours(qctx, j.ino, p.cfg.Width, p.skip)
-			cancel()
-			if err != nil {
-				p.log.Debug("prefetch: finding related files", "ino", j.ino, "error", err)
-				continue
-			}
-			pushed := false
-			for _, ino := range inos {
-				if !p.cache.Contains(ino) {
-					pushed = p.push(ino, j.depth) || pushed
-				}
-			}
-			p.mu.Lock()
-			if pushed {
-				p.fruitless = 0
-			} else {
-				p.fruitless++
-			}
-			p.mu.Unlock()
+			p.expandOne(ctx, j)
+			p.addInFlight(-1)
 		}
 	}
+}
+
+// expandOne queues the files related to j's.
+func (p *Prefetcher) expandOne(ctx context.Context, j job) {
+	qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	inos, err := p.nb.Neighbours(qctx, j.ino, p.cfg.Width, p.skip)
+	cancel()
+	if err != nil {
+		p.log.Debug("prefetch: finding related files", "ino", j.ino, "error", err)
+		return
+	}
+	pushed := false
+	for _, ino := range inos {
+		if !p.cache.Contains(ino) {
+			pushed = p.push(ino, j.depth, Speculative) || pushed
+		}
+	}
+	p.mu.Lock()
+	if pushed {
+		p.fruitless = 0
+	} else {
+		p.fruitless++
+	}
+	p.mu.Unlock()
 }
 
 func (p *Prefetcher) next() *job {
@@ -283,6 +306,7 @@ func (p *Prefetcher) next() *job {
 				continue
 			}
 			p.active++
+			p.addInFlight(1)
 			return j
 		}
 		p.cond.Wait()
@@ -308,6 +332,7 @@ func (p *Prefetcher) worker(ctx context.Context) {
 			return
 		}
 		p.fetch(ctx, j)
+		p.addInFlight(-1)
 		p.mu.Lock()
 		p.active--
 		p.cond.Signal()
@@ -320,9 +345,14 @@ func (p *Prefetcher) fetch(ctx context.Context, j *job) {
 	defer cancel()
 	// One Open answers the version and the size: a prefetch costs the
 	// round trips of opening and reading the file, nothing more.
-	n, err := p.cache.FillUpTo(fctx, p.src, j.ino, p.cfg.MaxFileSize)
+	n, err := p.cache.FillUpTo(fctx, p.src, j.ino, p.cfg.MaxFileSize, j.mode)
 	if errors.Is(err, ErrLarger) {
 		p.met.prefetchDroppedInc()
+		return
+	}
+	if errors.Is(err, ErrRecentlyUsed) {
+		p.log.Debug("prefetch refused", "ino", j.ino, "reason", err)
+		p.met.prefetchRefusedInc()
 		return
 	}
 	if err != nil {
@@ -341,9 +371,11 @@ func (p *Prefetcher) fetch(ctx context.Context, j *job) {
 		p.mu.Unlock()
 	}
 	if j.depth < p.cfg.Depth {
+		p.addInFlight(1)
 		select {
 		case p.expand <- job{ino: j.ino, depth: j.depth + 1, at: time.Now()}:
 		default:
+			p.addInFlight(-1)
 		}
 	}
 }

@@ -158,15 +158,6 @@ func (s *bpfState) drain(d *Daemon) {
 			calls[c] += in.Calls[c]
 		}
 	}
-	s.readBytes.WithLabelValues("passthrough").Add(float64(sum.Passthrough))
-	s.readBytes.WithLabelValues("page_cache").Add(float64(sum.PageCache))
-	s.readBytes.WithLabelValues("daemon").Add(float64(sum.Daemon))
-	for c, n := range calls {
-		s.readCalls.WithLabelValues(bpf.Class(c).String()).Add(float64(n))
-	}
-	s.opens.Add(float64(len(dr.Opens)))
-	s.fuse.set(dr.Fuse)
-
 	top := s.topOf(dr, sum, calls)
 	s.mu.Lock()
 	s.last = top
@@ -182,6 +173,16 @@ func (s *bpfState) drain(d *Daemon) {
 	for _, f := range sinks {
 		f(dr)
 	}
+	// The counters move after the sinks ran: a scrape that shows a read has
+	// been drained also knows that the cache's recency has seen it.
+	s.readBytes.WithLabelValues("passthrough").Add(float64(sum.Passthrough))
+	s.readBytes.WithLabelValues("page_cache").Add(float64(sum.PageCache))
+	s.readBytes.WithLabelValues("daemon").Add(float64(sum.Daemon))
+	for c, n := range calls {
+		s.readCalls.WithLabelValues(bpf.Class(c).String()).Add(float64(n))
+	}
+	s.opens.Add(float64(len(dr.Opens)))
+	s.fuse.set(dr.Fuse)
 }
 
 // topFiles is how many files GET bpf/top lists.

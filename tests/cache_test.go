@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -644,7 +645,10 @@ func TestCachePassthroughUnavailable(t *testing.T) {
 // TestBPFKeepsHotFilesCached: a cached file read through one long-lived
 // passthrough open is never seen by the daemon after its open; eBPF's read
 // accounting keeps it recent while other files churn the cache, and without
-// eBPF the churn evicts it.
+// eBPF the churn evicts it. The hot file shares its tag with the churn and
+// sorts after it, so the prefetcher proposes it again after the last churn
+// file is opened: with eBPF off that proposal must be refused (the file was
+// evicted for lack of room and not used since), not bring it back.
 func TestBPFKeepsHotFilesCached(t *testing.T) {
 	needRoot(t)
 	for _, c := range []struct {
@@ -652,44 +656,88 @@ func TestBPFKeepsHotFilesCached(t *testing.T) {
 		survives bool
 	}{{"on", true}, {"off", false}} {
 		t.Run("bpf="+c.bpf, func(t *testing.T) {
-			m := startMount(t, MountOpts{Extra: []string{"-v", "--bpf", c.bpf, "--cache-size", "3M",
-				"--passthrough-min", "0", "--passthrough-min-age", "0", "--prefetch-width", "1"}})
+			addr := freeMetricsAddr(t)
+			m := startMount(t, MountOpts{Extra: []string{"-v", "--bpf", c.bpf, "--cache-size", "3M", "--metrics", addr,
+				"--auto-tag=false", "--passthrough-min", "512K", "--passthrough-min-age", "0", "--prefetch-width", "1"}})
 			hot := m.Path("hot")
 			want := bytes.Repeat([]byte("hot!"), 256<<10) // 1 MiB
 			if err := os.WriteFile(hot, want, 0o644); err != nil {
 				t.Fatal(err)
 			}
+			if err := syscall.Setxattr(hot, "user.xdg.tags", []byte("churn"), 0); err != nil {
+				t.Fatal(err)
+			}
 			warmup(t, hot)
+			// 24 files of 400 KiB named f0000..f0023 (before "hot"), 9.6 MiB
+			// through a 3 MiB cache; below --passthrough-min, so that only
+			// the hot file's reads count as passthrough bytes.
+			others := dataset(t, m.Path("others"), "churn", 24, 1, 7)
+			names := make([]string, 0, len(others))
+			for p := range others {
+				names = append(names, p)
+			}
+			slices.Sort(names)
+			for i, p := range names {
+				if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 400<<10), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The prefetcher reads the tag from the index, which is written
+			// in the background: start once it lists every file.
+			indexed := []string{"hot"}
+			for _, p := range names {
+				indexed = append(indexed, filepath.Base(p))
+			}
+			wantNames(t, m.Path(".tags", "churn"), indexed...)
+			// The first open for reading: the prefetcher looks at the tag's
+			// files (and remembers the listing for seconds) from here on.
 			f, err := os.Open(hot)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			others := dataset(t, m.Path("others"), "", 24, 1, 7) // rewritten below
+			passthroughRead := func() float64 {
+				text, _ := scrape(t, addr)
+				v, _ := textMetricSum(text, "disgrafs_read_bytes_total", `source="passthrough"`)
+				return v
+			}
 			buf := make([]byte, len(want))
-			i := 0
-			for p := range others {
-				if err := os.WriteFile(p, bytes.Repeat([]byte{byte(i)}, 400<<10), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				i++
-			}
-			names := make([]string, 0, len(others))
-			for p := range others {
-				names = append(names, p)
-			}
 			for round := 0; round < 12; round++ {
+				seen := passthroughRead()
 				if _, err := f.ReadAt(buf, 0); err != nil {
 					t.Fatal(err)
 				}
-				time.Sleep(1100 * time.Millisecond) // one eBPF drain
+				if c.bpf == "on" {
+					// The drain that counts this read has also told the
+					// cache the file was used (sinks run before counters).
+					eventually(t, 10*time.Second, func() error {
+						if got := passthroughRead(); got < seen+float64(len(want)) {
+							return fmt.Errorf("round %d: eBPF has counted %.0f of the %d bytes read through passthrough", round, got-seen, len(want))
+						}
+						return nil
+					})
+				}
 				for _, p := range names[2*round : 2*round+2] {
 					if _, err := os.ReadFile(p); err != nil {
 						t.Fatal(err)
 					}
 				}
 			}
-			time.Sleep(2 * time.Second) // the last read-through copies land
+			if c.bpf == "off" {
+				// The last churn file's open proposes hot (the next file of
+				// its tag); the cache refuses to bring it back.
+				eventually(t, 20*time.Second, func() error {
+					if n := metric(t, addr, "disgrafs_prefetch_refused_total"); n < 1 {
+						text, _ := scrape(t, addr)
+						return fmt.Errorf("no prefetch was refused (the prefetcher never proposed the evicted hot file)\n%s", grepLines(text, "disgrafs_prefetch_"))
+					}
+					return nil
+				})
+			}
+			waitPrefetchIdle(t, addr)
+			if n := metric(t, addr, "disgrafs_cache_evictions_total"); n < 1 {
+				t.Fatalf("the churn evicted nothing: it does not exercise the budget")
+			}
 			out := warmup(t, "--check", hot)
 			cached := strings.Contains(out, "cached: 1 of 1 files")
 			if cached != c.survives {
@@ -697,4 +745,23 @@ func TestBPFKeepsHotFilesCached(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitPrefetchIdle waits until the prefetcher has nothing queued and nothing
+// under way (two scrapes in a row, since a file's RELEASE, which may queue
+// it, reaches the daemon after its close returned).
+func waitPrefetchIdle(t *testing.T, addr string) {
+	t.Helper()
+	idle := 0
+	eventually(t, 30*time.Second, func() error {
+		q, f := metric(t, addr, "disgrafs_prefetch_queue_length"), metric(t, addr, "disgrafs_prefetch_in_flight")
+		if q != 0 || f != 0 {
+			idle = 0
+			return fmt.Errorf("prefetcher busy: %.0f queued, %.0f in flight", q, f)
+		}
+		if idle++; idle < 2 {
+			return errors.New("prefetcher idle once")
+		}
+		return nil
+	})
 }
