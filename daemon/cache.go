@@ -98,7 +98,7 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 		return fmt.Errorf("whole-file cache: %w", err)
 	}
 	st.c = c
-	st.src = fusefs.CacheSource(d.vol.VFS, d.vol.Store)
+	st.src = d.vol.CacheSource()
 	opts := &fusefs.CacheOptions{
 		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
 		TTL: cc.TTL, Metrics: st.met,

@@ -23,6 +23,7 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/metrics"
+	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/version"
 	"github.com/disgrafs/disgrafs/volume"
@@ -70,12 +71,16 @@ type Daemon struct {
 	cache   *cacheState
 	bpf     *bpfState
 	pre     *prealloc.Manager
+	names   *names.Index // the mount's one name index (fusefs feeds it)
 	bg      context.Context
 	stopBg  context.CancelFunc
 	obs     observer
 
 	stop chan control.UnmountRequest
 }
+
+// maxNames bounds the mount's name index (about 100 bytes a name).
+const maxNames = 200_000
 
 // Run mounts and serves until the mount goes away or a signal arrives. ready is
 // called once: with nil when the mount serves, or with the error that stopped it.
@@ -175,6 +180,8 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 
 	d.bg, d.stopBg = context.WithCancel(context.Background())
 	cleanups = append(cleanups, d.stopBg)
+	d.names = names.New(maxNames)
+	cfg.FS.Names = d.names
 	if cfg.Tags.Enabled {
 		if err := d.startTags(ctx, &cfg.FS); err != nil {
 			return nil, err
@@ -194,7 +201,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	cfg.FS.Log = d.log
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
 	if d.tags != nil {
-		d.tags.paths = newPathResolver(d.vol.Meta, d.fs.NamespaceGen)
+		d.tags.paths = newPathResolver(d.vol.Meta, d.names.Gen)
 	}
 	if err := d.registerMetrics(); err != nil {
 		return nil, err

@@ -58,7 +58,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 		PoolSize:    pc.Pool,
 		RenameDelay: pc.RenameDelay,
 		NegativeTTL: pc.NegativeTTL,
-		Volume:      fusefs.VFSVolume{V: d.vol.VFS},
+		Volume:      d.vol.PreallocVolume(),
 		Registerer:  d.reg.DisGraFS,
 		Log:         d.log,
 	})

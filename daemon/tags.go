@@ -19,7 +19,6 @@ import (
 	"github.com/disgrafs/disgrafs/metrics"
 	"github.com/disgrafs/disgrafs/tagging"
 	"github.com/disgrafs/disgrafs/volume"
-	"github.com/juicedata/juicefs/pkg/meta"
 )
 
 // TagsConfig configures tags, the graph index and the virtual tag tree.
@@ -44,29 +43,7 @@ type tagState struct {
 	backend  string
 	location string
 	paths    *pathResolver
-	files    tagFiles
-}
-
-// tagFiles is what tags need from the volume.
-type tagFiles interface {
-	tagging.Files
-	tagging.Content
-	tagging.Walker
-}
-
-// withParents tells the tag index each file's directory (tagging.Parents),
-// from its attributes.
-type withParents struct {
-	tagFiles
-	m meta.Meta
-}
-
-func (f withParents) Parent(ctx context.Context, ino uint64) uint64 {
-	var attr meta.Attr
-	if f.m.GetAttr(meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0}), meta.Ino(ino), &attr) != 0 || attr.Parent.IsTrash() {
-		return 0
-	}
-	return uint64(attr.Parent)
+	files    volume.TagFiles
 }
 
 // stateDir is where this node keeps its own files for a volume.
@@ -161,9 +138,7 @@ func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
 		return fmt.Errorf("graph metrics: %w", err)
 	}
 	var store graph.Store = metered
-	hints := fusefs.NewNameHints(100_000)
-	fo.Names = hints
-	files := withParents{fusefs.VolumeFiles(d.vol.VFS, hints).(tagFiles), d.vol.Meta}
+	files := d.vol.TagFiles(d.names)
 	svc := tagging.New(files, store, d.log.With("component", "tags"), d.cfg.Tags.Timeout)
 	if backend == "neo4j" {
 		svc.SetBatch(100) // NornicDB refuses transactions of about 10,000 entries

@@ -8,6 +8,7 @@ import (
 	"github.com/juicedata/juicefs/pkg/meta"
 
 	"github.com/disgrafs/disgrafs/prealloc"
+	"github.com/disgrafs/disgrafs/volume"
 )
 
 // Async close hooks (--prealloc-async-close, see prealloc/asyncclose.go).
@@ -118,7 +119,7 @@ func (fs *FS) asyncRelease(ino, fh uint64) bool {
 		return false
 	}
 	fs.opts.Prealloc.QueueClose(t, func(ctx context.Context) error {
-		c := rootCtx(ctx)
+		c := volume.RootContext(ctx)
 		errno := fs.v.Flush(c, meta.Ino(ino), fh, 0)
 		// Per-handle state goes before the JuiceFS handle: once released its
 		// number may be handed to a new open.

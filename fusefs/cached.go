@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/volume"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
 	"golang.org/x/sys/unix"
@@ -149,7 +150,7 @@ func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uin
 		io.handles[h] = struct{}{}
 		return 0
 	}
-	ver := versionOf(e.Attr)
+	ver := volume.FileVersion(e.Attr)
 	if e.Attr.Length <= awaitFillMax {
 		// A prefetch or a warmup is copying this very file: wait for the
 		// copy, which has already done part of what reading the file
@@ -368,7 +369,7 @@ func (fs *FS) cacheTTL(e *meta.Entry) time.Duration {
 	}
 	switch e.Attr.Typ {
 	case meta.TypeFile:
-		if fs.cache.Cache.Has(uint64(e.Inode), versionOf(e.Attr)) {
+		if fs.cache.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) {
 			fs.cache.warmParent(e.Attr.Parent)
 			return fs.cache.TTL
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/juicedata/juicefs/pkg/meta"
 	"github.com/juicedata/juicefs/pkg/vfs"
 
+	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/tagging"
 )
@@ -45,8 +46,8 @@ type Options struct {
 	Written func(ino uint64)
 	// Prealloc answers creates in enabled directories from a pool (nil: off).
 	Prealloc *prealloc.Manager
-	// Names learns the name of every inode seen, for the tag index (nil: off).
-	Names *NameHints
+	// Names learns the name of every inode seen (nil: off).
+	Names *names.Index
 }
 
 // DefaultOptions are JuiceFS's defaults: one second for attributes and entries.
@@ -74,9 +75,6 @@ type FS struct {
 	wmu     sync.Mutex
 	written map[uint64]struct{} // handles that wrote
 
-	// nsGen counts removals and renames made through this mount: caches of
-	// inode-to-path answers compare it to know they may still be right.
-	nsGen atomic.Uint64
 }
 
 // New returns the file system for an open JuiceFS VFS.
@@ -92,13 +90,7 @@ func New(v *vfs.VFS, opts Options) *FS {
 	if opts.Cache != nil && opts.Cache.Cache != nil {
 		fs.cache = newCacheState(*opts.Cache)
 	}
-	if fs.lookups = newLookupMemo(opts.OpenCheckWindow); fs.lookups != nil {
-		// The VFS opens files through its Meta field; wrapping it is the one
-		// way to hand JuiceFS attributes it need not read again.
-		if _, done := v.Meta.(openValidatedMeta); !done {
-			v.Meta = openValidatedMeta{Meta: v.Meta}
-		}
-	}
+	fs.lookups = newLookupMemo(opts.OpenCheckWindow)
 	return fs
 }
 
@@ -122,9 +114,6 @@ func (fs *FS) Idle(d time.Duration) bool {
 	return fs.ops.idleFor() >= d
 }
 
-// NamespaceGen changes whenever a name is removed or renamed through this
-// mount. Callers that cache paths keep them only while it stays the same.
-func (fs *FS) NamespaceGen() uint64 { return fs.nsGen.Load() }
 
 // OpCounts returns how many requests of each kind the mount has served.
 func (fs *FS) OpCounts() map[string]uint64 { return fs.ops.snapshot() }
@@ -218,7 +207,7 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 	}
 	if err == 0 && fs.tags != nil {
 		fs.tags.rememberDentry(h.NodeId, name, uint64(e.Inode))
-		fs.opts.Names.note(uint64(e.Inode), h.NodeId, name)
+		fs.opts.Names.Add(h.NodeId, name, uint64(e.Inode))
 	}
 	if err != 0 {
 		if err == syscall.ENOENT && fs.opts.NegEntryTimeout > 0 {
@@ -348,7 +337,7 @@ func (fs *FS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse
 	victim := fs.inodeOf(ctx, parent, name)
 	err := fs.v.Unlink(ctx, meta.Ino(parent), name)
 	if err == 0 {
-		fs.nsGen.Add(1)
+		fs.opts.Names.Remove(parent, name)
 		fs.afterRemove(ctx, parent, name, victim)
 	}
 	return st(err)
@@ -372,7 +361,7 @@ func (fs *FS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.
 	}
 	err := fs.v.Rmdir(ctx, meta.Ino(h.NodeId), name)
 	if err == 0 {
-		fs.nsGen.Add(1)
+		fs.opts.Names.Remove(h.NodeId, name)
 	}
 	return st(err)
 }
@@ -397,8 +386,7 @@ func (fs *FS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName
 	dst := fs.inodeOf(ctx, in.Newdir, newName)
 	err := fs.v.Rename(ctx, meta.Ino(in.NodeId), oldName, meta.Ino(in.Newdir), newName, in.Flags)
 	if err == 0 {
-		fs.nsGen.Add(1)
-		fs.opts.Names.note(src, in.Newdir, newName)
+		fs.opts.Names.Renamed(in.NodeId, oldName, in.Newdir, newName, in.Flags&unixRenameExchange != 0)
 		fs.afterRename(ctx, in, oldName, newName, src, dst)
 	}
 	return st(err)
@@ -424,7 +412,7 @@ func (fs *FS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fu
 	if err != 0 {
 		return st(err)
 	}
-	fs.opts.Names.note(uint64(e.Inode), in.NodeId, name)
+	fs.opts.Names.Add(in.NodeId, name, uint64(e.Inode))
 	return fs.replyEntry(ctx, e, out)
 }
 
@@ -532,7 +520,7 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 	out.Fh = fh
 	fs.markWritten(fh)
 	fs.trackAsync(fh, uint64(e.Inode), in.NodeId, name, e.Attr.Length)
-	fs.opts.Names.note(uint64(e.Inode), in.NodeId, name)
+	fs.opts.Names.Add(in.NodeId, name, uint64(e.Inode))
 	if fs.cache != nil {
 		fs.trackCreated(uint64(e.Inode), fh)
 	}
@@ -768,7 +756,7 @@ func (fs *FS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.Dir
 			fs.replyEntry(ctx, e, eo)
 			if fs.tags != nil {
 				fs.tags.rememberDentry(in.NodeId, string(e.Name), uint64(e.Inode))
-				fs.opts.Names.note(uint64(e.Inode), in.NodeId, string(e.Name))
+				fs.opts.Names.Add(in.NodeId, string(e.Name), uint64(e.Inode))
 			}
 		} else {
 			eo.Ino = uint64(e.Inode)

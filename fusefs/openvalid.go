@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/juicedata/juicefs/pkg/meta"
@@ -77,18 +76,11 @@ func (m *lookupMemo) take(pid uint32, ino meta.Ino) (meta.Attr, bool) {
 	return attr, true
 }
 
-// openValidatedMeta is the metadata client the VFS opens files through: an
-// open that carries attributes its own LOOKUP has just read hands them to
-// JuiceFS as complete, which then skips its GetAttr; it still checks access
-// and records the open file.
-type openValidatedMeta struct {
-	meta.Meta
-}
-
-func (m openValidatedMeta) Open(ctx meta.Context, inode meta.Ino, flags uint32, attr *meta.Attr) syscall.Errno {
-	if rc, ok := ctx.(*reqContext); ok && rc.validated != nil && rc.validatedIno == inode && attr != nil {
-		*attr = *rc.validated
-		attr.Full = true
+// ValidatedAttr hands JuiceFS the attributes this open's own LOOKUP read
+// (volume.ValidatedAttrs: the volume's metadata client asks for them).
+func (c *reqContext) ValidatedAttr(ino meta.Ino) (*meta.Attr, bool) {
+	if c.validated == nil || c.validatedIno != ino {
+		return nil, false
 	}
-	return m.Meta.Open(ctx, inode, flags, attr)
+	return c.validated, true
 }

@@ -3,115 +3,15 @@ package fusefs
 import (
 	"context"
 	"errors"
-	"os"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
-	"github.com/juicedata/juicefs/pkg/vfs"
-
-	"github.com/disgrafs/disgrafs/prealloc"
 )
 
 // Pre-allocation hooks: FS calls these at the few places where a name whose
 // rename has not landed must behave as if it had been created in place.
-
-// VFSVolume is prealloc.Volume over a JuiceFS VFS, acting as root.
-type VFSVolume struct{ V *vfs.VFS }
-
-var _ prealloc.Volume = VFSVolume{}
-
-func rootCtx(ctx context.Context) vfs.LogContext {
-	return vfs.NewLogContext(meta.WrapWithoutCancel(ctx, uint32(os.Getpid()), 0, []uint32{0}))
-}
-
-// Lookup implements prealloc.Volume.
-func (w VFSVolume) Lookup(ctx context.Context, parent uint64, name string) (uint64, *meta.Attr, syscall.Errno) {
-	e, st := w.V.Lookup(rootCtx(ctx), meta.Ino(parent), name)
-	if st != 0 {
-		return 0, nil, st
-	}
-	return uint64(e.Inode), e.Attr, 0
-}
-
-// GetAttr implements prealloc.Volume.
-func (w VFSVolume) GetAttr(ctx context.Context, ino uint64) (*meta.Attr, syscall.Errno) {
-	e, st := w.V.GetAttr(rootCtx(ctx), meta.Ino(ino), 0)
-	if st != 0 {
-		return nil, st
-	}
-	return e.Attr, 0
-}
-
-// Mkdir implements prealloc.Volume.
-func (w VFSVolume) Mkdir(ctx context.Context, parent uint64, name string, mode uint32) (uint64, syscall.Errno) {
-	e, st := w.V.Mkdir(rootCtx(ctx), meta.Ino(parent), name, uint16(mode), 0)
-	if st != 0 {
-		return 0, st
-	}
-	return uint64(e.Inode), 0
-}
-
-// CreateOpen implements prealloc.Volume.
-func (w VFSVolume) CreateOpen(ctx context.Context, parent uint64, name string, mode uint32) (uint64, *meta.Attr, uint64, syscall.Errno) {
-	e, fh, st := w.V.Create(rootCtx(ctx), meta.Ino(parent), name, uint16(mode), 0, syscall.O_RDWR|syscall.O_EXCL)
-	if st != 0 {
-		return 0, nil, 0, st
-	}
-	return uint64(e.Inode), e.Attr, fh, 0
-}
-
-// Open implements prealloc.Volume.
-func (w VFSVolume) Open(ctx context.Context, ino uint64) (*meta.Attr, uint64, syscall.Errno) {
-	e, fh, st := w.V.Open(rootCtx(ctx), meta.Ino(ino), syscall.O_RDWR)
-	if st != 0 {
-		return nil, 0, st
-	}
-	return e.Attr, fh, 0
-}
-
-// Release implements prealloc.Volume.
-func (w VFSVolume) Release(ctx context.Context, ino, fh uint64) {
-	w.V.Release(rootCtx(ctx), meta.Ino(ino), fh)
-}
-
-// Rename implements prealloc.Volume.
-func (w VFSVolume) Rename(ctx context.Context, parent uint64, name string, newParent uint64, newName string, flags uint32) syscall.Errno {
-	return w.V.Rename(rootCtx(ctx), meta.Ino(parent), name, meta.Ino(newParent), newName, flags)
-}
-
-// Unlink implements prealloc.Volume.
-func (w VFSVolume) Unlink(ctx context.Context, parent uint64, name string) syscall.Errno {
-	return w.V.Unlink(rootCtx(ctx), meta.Ino(parent), name)
-}
-
-// SetOwner implements prealloc.Volume.
-func (w VFSVolume) SetOwner(ctx context.Context, ino uint64, mode, uid, gid uint32) syscall.Errno {
-	// Straight to the metadata engine: VFS.SetAttr with a time would also
-	// poke the open writer's mtime, racing with its commit thread. A writer
-	// still open commits its own (later) mtime.
-	set := uint16(meta.SetAttrMode | meta.SetAttrUID | meta.SetAttrGID | meta.SetAttrAtimeNow | meta.SetAttrMtimeNow)
-	attr := &meta.Attr{Mode: uint16(mode & 0o7777), Uid: uid, Gid: gid}
-	return w.V.Meta.SetAttr(rootCtx(ctx), meta.Ino(ino), set, 0, attr)
-}
-
-// ReadDir implements prealloc.Volume.
-func (w VFSVolume) ReadDir(ctx context.Context, dir uint64) ([]prealloc.DirEntry, syscall.Errno) {
-	var entries []*meta.Entry
-	if st := w.V.Meta.Readdir(rootCtx(ctx), meta.Ino(dir), 1, &entries); st != 0 {
-		return nil, st
-	}
-	out := make([]prealloc.DirEntry, 0, len(entries))
-	for _, e := range entries {
-		n := string(e.Name)
-		if n == "." || n == ".." {
-			continue
-		}
-		out = append(out, prealloc.DirEntry{Name: n, Ino: uint64(e.Inode), Length: e.Attr.Length, IsDir: e.Attr.Typ == meta.TypeDirectory})
-	}
-	return out, 0
-}
 
 // waitCtx turns a request's interrupt channel into a context for waits.
 func waitCtx(c *reqContext) (context.Context, context.CancelFunc) {
@@ -160,7 +60,7 @@ func (fs *FS) preCreate(ctx *reqContext, in *fuse.CreateIn, name string, out *fu
 			out.Fh = c.Fh
 			fs.markWritten(c.Fh)
 			fs.trackAsync(c.Fh, c.Ino, in.NodeId, name, c.Attr.Length)
-			fs.opts.Names.note(c.Ino, in.NodeId, name)
+			fs.opts.Names.Add(in.NodeId, name, c.Ino)
 			if fs.cache != nil {
 				fs.trackCreated(c.Ino, c.Fh)
 			}

@@ -2,14 +2,10 @@ package fusefs
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"path"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
-	"github.com/juicedata/juicefs/pkg/vfs"
 
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/tagging"
@@ -290,131 +286,4 @@ func (fs *FS) takeWritten(fh uint64) bool {
 	_, ok := fs.written[fh]
 	delete(fs.written, fh)
 	return ok
-}
-
-// VolumeFiles gives the tagging service access to a volume's files, as root:
-// callers are checked before (by the kernel or by canTag).
-// hints (may be nil) names files cheaply; the FS given the same hints feeds
-// them.
-func VolumeFiles(v *vfs.VFS, hints *NameHints) tagging.Files { return volumeFiles{v, hints} }
-
-type volumeFiles struct {
-	v     *vfs.VFS
-	hints *NameHints
-}
-
-// rootContext acts as root under ctx. Not WrapWithCancel: its cancel is never
-// called, and a cancellable child of a long-lived context stays registered
-// in its parent forever (it leaked one per cached file and tag operation).
-func rootContext(ctx context.Context) vfs.LogContext {
-	return vfs.NewLogContext(meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0}))
-}
-
-func (f volumeFiles) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, error) {
-	v, err := f.v.GetXattr(rootContext(ctx), meta.Ino(ino), name, graph.MaxTagListBytes)
-	if err == syscall.ENODATA {
-		return nil, nil
-	}
-	if err != 0 {
-		return nil, err
-	}
-	return v, nil
-}
-
-func (f volumeFiles) SetXattr(ctx context.Context, ino uint64, name string, value []byte) error {
-	if err := f.v.SetXattr(rootContext(ctx), meta.Ino(ino), name, value, 0); err != 0 {
-		return err
-	}
-	return nil
-}
-
-func (f volumeFiles) RemoveXattr(ctx context.Context, ino uint64, name string) error {
-	if err := f.v.RemoveXattr(rootContext(ctx), meta.Ino(ino), name); err != 0 && err != syscall.ENODATA {
-		return err
-	}
-	return nil
-}
-
-func (f volumeFiles) Name(ctx context.Context, ino uint64) (string, error) {
-	if n, ok := f.hints.name(ctx, f.v.Meta, ino); ok {
-		return n, nil
-	}
-	paths := f.v.Meta.GetPaths(rootContext(ctx), meta.Ino(ino))
-	if len(paths) == 0 {
-		return "", errors.New("no path")
-	}
-	return path.Base(paths[0]), nil
-}
-
-func (f volumeFiles) Head(ctx context.Context, ino uint64, n int) ([]byte, error) {
-	lctx := rootContext(ctx)
-	_, fh, err := f.v.Open(lctx, meta.Ino(ino), syscall.O_RDONLY)
-	if err != 0 {
-		return nil, err
-	}
-	defer f.v.Release(lctx, meta.Ino(ino), fh)
-	buf := make([]byte, n)
-	got := 0
-	for got < n {
-		m, err := f.v.Read(lctx, meta.Ino(ino), buf[got:], uint64(got), fh)
-		if err != 0 {
-			return nil, err
-		}
-		if m == 0 {
-			break
-		}
-		got += m
-	}
-	return buf[:got], nil
-}
-
-func (f volumeFiles) Path(ctx context.Context, ino uint64) (string, error) {
-	paths := f.v.Meta.GetPaths(rootContext(ctx), meta.Ino(ino))
-	if len(paths) == 0 {
-		return "", errors.New("no path")
-	}
-	return paths[0], nil
-}
-
-// Walk visits every regular file of the volume with its tags xattr, breadth
-// first, as root.
-func (f volumeFiles) Walk(ctx context.Context, fn func(ino uint64, name string, tags []byte) error) error {
-	lctx := rootContext(ctx)
-	queue := []meta.Ino{1}
-	for len(queue) > 0 {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		dir := queue[0]
-		queue = queue[1:]
-		var entries []*meta.Entry
-		if err := f.v.Meta.Readdir(lctx, dir, 1, &entries); err != 0 {
-			if err == syscall.ENOENT {
-				continue // removed while we walked
-			}
-			return fmt.Errorf("list directory inode %d: %w", dir, err)
-		}
-		for _, e := range entries {
-			name := string(e.Name)
-			if name == "." || name == ".." {
-				continue
-			}
-			switch e.Attr.Typ {
-			case meta.TypeDirectory:
-				if dir == 1 && (name == ".trash" || name == ".jfs.trash") {
-					continue
-				}
-				queue = append(queue, e.Inode)
-			case meta.TypeFile:
-				v, err := f.GetXattr(ctx, uint64(e.Inode), tagging.XattrName)
-				if err != nil && !errors.Is(err, syscall.ENOENT) {
-					return fmt.Errorf("read tags of %s: %w", name, err)
-				}
-				if err := fn(uint64(e.Inode), name, v); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
 }

@@ -320,7 +320,7 @@ func (c *Conn) Open(ctx context.Context, o Options) (*Volume, error) {
 	}
 	c.Meta.InitMetrics(o.Registerer)
 	vfs.InitMetrics(o.Registerer)
-	v := vfs.NewVFS(conf, c.Meta, store, o.Registerer, o.Registry)
+	v := vfs.NewVFS(conf, openWithAttrs{c.Meta}, store, o.Registerer, o.Registry)
 	return &Volume{URL: c.URL, Format: f, Meta: c.Meta, VFS: v, Store: store, Conf: conf, blob: blob}, nil
 }
 

@@ -1,4 +1,4 @@
-package fusefs
+package volume
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"github.com/juicedata/juicefs/pkg/vfs"
 )
 
-// versionOf is the cache version of a file's attributes.
-func versionOf(a *meta.Attr) cache.Version {
+// FileVersion is the cache version of a file's attributes.
+func FileVersion(a *meta.Attr) cache.Version {
 	return cache.Version{
 		Length: a.Length,
 		Mtime:  a.Mtime*1e9 + int64(a.Mtimensec),
@@ -29,25 +29,25 @@ type cacheSource struct {
 
 // CacheSource returns the cache's view of the volume: versions from the
 // metadata engine, contents through JuiceFS's VFS, and dropping a cached
-// file's blocks from JuiceFS's block cache (store, nil when there is none) so
-// its bytes are held once.
-func CacheSource(v *vfs.VFS, store chunk.ChunkStore) cache.Source {
-	return &cacheSource{v: v, store: store}
+// file's blocks from JuiceFS's block cache (when there is one) so its bytes
+// are held once.
+func (v *Volume) CacheSource() cache.Source {
+	return &cacheSource{v: v.VFS, store: v.Store}
 }
 
 func (s *cacheSource) Stat(ctx context.Context, ino uint64) (cache.Version, error) {
 	var a meta.Attr
-	if err := s.v.Meta.GetAttr(rootContext(ctx), meta.Ino(ino), &a); err != 0 {
+	if err := s.v.Meta.GetAttr(RootContext(ctx), meta.Ino(ino), &a); err != 0 {
 		return cache.Version{}, fmt.Errorf("stat inode %d: %w", ino, err)
 	}
 	if a.Typ != meta.TypeFile {
 		return cache.Version{}, fmt.Errorf("inode %d is not a regular file", ino)
 	}
-	return versionOf(&a), nil
+	return FileVersion(&a), nil
 }
 
 func (s *cacheSource) Open(ctx context.Context, ino uint64) (cache.Reader, cache.Version, error) {
-	lctx := rootContext(ctx)
+	lctx := RootContext(ctx)
 	e, fh, err := s.v.Open(lctx, meta.Ino(ino), syscall.O_RDONLY)
 	if err != 0 {
 		return nil, cache.Version{}, fmt.Errorf("open inode %d: %w", ino, err)
@@ -56,19 +56,18 @@ func (s *cacheSource) Open(ctx context.Context, ino uint64) (cache.Reader, cache
 		s.v.Release(lctx, meta.Ino(ino), fh)
 		return nil, cache.Version{}, fmt.Errorf("inode %d is not a regular file", ino)
 	}
-	return &vfsReader{v: s.v, ctx: lctx, ino: meta.Ino(ino), fh: fh, size: e.Attr.Length}, versionOf(e.Attr), nil
+	return &vfsReader{v: s.v, ctx: lctx, ino: meta.Ino(ino), fh: fh, size: e.Attr.Length}, FileVersion(e.Attr), nil
 }
 
 // Cached drops the file's blocks from JuiceFS's block cache. The cache calls
 // it while the handle that filled the copy is still open, so the metadata
 // engine answers the file's slice lists from that open file's memory: no
-// round trip (an earlier version looked them up again in the background,
-// two round trips a file, and fell behind the prefetcher on slow links).
+// round trip.
 func (s *cacheSource) Cached(ctx context.Context, ino uint64, length uint64) {
 	if s.store == nil {
 		return
 	}
-	mctx := rootContext(ctx)
+	mctx := RootContext(ctx)
 	for indx := uint32(0); uint64(indx)*meta.ChunkSize < length; indx++ {
 		var slices []meta.Slice
 		if s.v.Meta.Read(mctx, meta.Ino(ino), indx, &slices) != 0 {
