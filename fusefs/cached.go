@@ -1,18 +1,28 @@
 package fusefs
 
+// Lock order in this file: inodeIO.mu, then cacheLayer.mu, then the handle
+// table's lock. cacheLayer.dmu is taken alone. Opens of one inode serialize
+// on its inodeIO.mu, which is held across the ioctls that register and
+// unregister a passthrough backing file: only opens of the same file wait
+// for them.
+
 import (
 	"context"
+	"log/slog"
 	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/disgrafs/disgrafs/cache"
-	"github.com/disgrafs/disgrafs/volume"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/meta"
+	"github.com/juicedata/juicefs/pkg/vfs"
 	"golang.org/x/sys/unix"
+
+	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/names"
+	"github.com/disgrafs/disgrafs/volume"
 )
 
 // CacheOptions serve opens of cached files without the daemon on the read
@@ -43,25 +53,31 @@ type CacheOptions struct {
 	Metrics        *cache.Metrics
 }
 
-// cacheState is the per-mount state of cached opens.
-type cacheState struct {
+// cacheLayer serves reads of cached files: from the local copy through FUSE
+// passthrough (the kernel reads the copy, the daemon never sees the reads)
+// or through the page cache (the daemon reads the copy once). It decides the
+// page-cache flags of every open regular file (the base layer leaves them to
+// it), invalidates copies that this mount writes, and gives cached files and
+// their directories long kernel timeouts (attrPolicy).
+type cacheLayer struct {
+	fuse.RawFileSystem // the next layer
 	CacheOptions
+	handles     *handleTable
+	names       *names.Index
+	log         *slog.Logger
+	server      *fuse.Server
 	passthrough atomic.Bool // false once the kernel refused a backing file
-
-	mu      sync.Mutex
-	handles map[uint64]*cachedHandle // by JuiceFS file handle
-	inodes  map[uint64]*inodeIO
-	pages   map[uint64]cache.Version // version of the pages the kernel holds
-
 	// inflight counts reads going to JuiceFS: the prefetcher yields to them.
 	inflight atomic.Int64
 
+	mu     sync.Mutex
+	inodes map[uint64]*inodeIO      // inodes being opened or open through passthrough
+	pages  map[uint64]cache.Version // version of the pages the kernel holds
+
 	// warmDirs are the directories holding files with a current copy, and
-	// their ancestors (see warmDirTTL); dirParents the parents of the
-	// directories looked up, to find those ancestors.
-	dmu        sync.Mutex
-	warmDirs   map[uint64]struct{}
-	dirParents map[uint64]uint64
+	// their ancestors as far as the name index knows them (see warmDirTTL).
+	dmu      sync.Mutex
+	warmDirs map[uint64]struct{}
 }
 
 // maxWarmDirs bounds warmDirs; when it is full it starts over (the
@@ -76,305 +92,307 @@ const (
 	awaitFillWait = time.Second
 )
 
+// cachedHandle is the cache layer's slot of a handle.
 type cachedHandle struct {
-	ino         uint64
 	passthrough bool
-	file        *os.File    // local copy (reads served by the daemon)
+	file        *os.File    // local copy (reads served by the daemon), or nil
 	stale       atomic.Bool // the file was written through this mount since
 	readThrough bool        // a read-only open that missed the cache
-	cachedIO    bool        // counted in inodeIO.cached
 	size        uint64
 }
 
-// inodeIO tracks how an inode is open: the kernel refuses (EIO) to mix
-// passthrough opens with opens that use the page cache.
+// inodeIO is the passthrough state of one inode. The kernel refuses (EIO) to
+// mix passthrough opens of an inode with opens that use the page cache, and
+// all passthrough opens of an inode share one backing file.
 type inodeIO struct {
-	passthrough int
-	cached      int
+	mu          sync.Mutex
+	refs        int // cacheLayer.mu: acquirers; the entry goes at 0 without passthrough handles
+	passthrough int // handles reading through backingID
 	backingID   int32
 	backingVer  cache.Version
-	handles     map[*cachedHandle]struct{}
 }
 
-func newCacheState(o CacheOptions) *cacheState {
-	s := &cacheState{CacheOptions: o, handles: map[uint64]*cachedHandle{}, inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{},
-		warmDirs: map[uint64]struct{}{}, dirParents: map[uint64]uint64{}}
-	s.passthrough.Store(o.Passthrough)
-	return s
+func newCacheLayer(next fuse.RawFileSystem, o CacheOptions, handles *handleTable, idx *names.Index, log *slog.Logger) *cacheLayer {
+	c := &cacheLayer{RawFileSystem: next, CacheOptions: o, handles: handles, names: idx, log: log,
+		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{}}
+	c.passthrough.Store(o.Passthrough)
+	return c
 }
 
-// PassthroughActive reports whether cached files are being served through
-// FUSE passthrough (false when off, or when the kernel refused it).
-func (fs *FS) PassthroughActive() bool {
-	return fs.cache != nil && fs.cache.passthrough.Load()
+// Init receives the server: backing files are registered through it.
+func (c *cacheLayer) Init(s *fuse.Server) {
+	c.server = s
+	c.RawFileSystem.Init(s)
 }
 
-// ForegroundReads is the number of reads in flight through the daemon.
-func (fs *FS) ForegroundReads() int64 {
-	if fs.cache == nil {
-		return 0
-	}
-	return fs.cache.inflight.Load()
-}
-
-func (s *cacheState) inode(ino uint64) *inodeIO {
-	io := s.inodes[ino]
+// acquire returns ino's state, locked.
+func (c *cacheLayer) acquire(ino uint64) *inodeIO {
+	c.mu.Lock()
+	io := c.inodes[ino]
 	if io == nil {
-		io = &inodeIO{handles: map[*cachedHandle]struct{}{}}
-		s.inodes[ino] = io
+		io = &inodeIO{}
+		c.inodes[ino] = io
 	}
+	io.refs++
+	c.mu.Unlock()
+	io.mu.Lock()
 	return io
 }
 
-// openCached decides how an open of a regular file is served. It is called
-// after JuiceFS opened it (so e.Attr is fresh from the metadata engine).
-func (fs *FS) openCached(ctx *reqContext, in *fuse.OpenIn, e *meta.Entry, fh uint64, out *fuse.OpenOut) syscall.Errno {
-	s := fs.cache
+// release unlocks io, forgetting it when nobody uses it.
+func (c *cacheLayer) release(ino uint64, io *inodeIO) {
+	c.mu.Lock()
+	io.refs--
+	if io.refs == 0 && io.passthrough == 0 {
+		delete(c.inodes, ino)
+	}
+	c.mu.Unlock()
+	io.mu.Unlock()
+}
+
+// Open opens through the next layer, then decides how the handle's reads
+// are served. A refused open releases the handle it got.
+func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if status := c.RawFileSystem.Open(cancel, in, out); status != fuse.OK {
+		return status
+	}
+	h := c.handles.get(out.Fh)
+	if h == nil || h.attr.Typ != meta.TypeFile || vfs.IsSpecialNode(meta.Ino(in.NodeId)) {
+		return fuse.OK
+	}
+	if errno := c.openCached(in, h, out); errno != 0 {
+		h.wrote.Store(false) // nothing was written through it
+		c.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
+		return st(errno)
+	}
+	return fuse.OK
+}
+
+// openCached decides how an open of a regular file is served, from the
+// attributes JuiceFS has just opened it with.
+func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut) syscall.Errno {
 	ino := in.NodeId
-	write := in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0
-	h := &cachedHandle{ino: ino, size: e.Attr.Length}
-	if write {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		io := s.inode(ino)
+	ch := &cachedHandle{size: h.attr.Length}
+	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+		io := c.acquire(ino)
+		defer c.release(ino, io)
 		if io.passthrough > 0 {
 			// The kernel requires every open of an inode that has a backing
 			// file to use it, and writes must reach JuiceFS, not the copy:
 			// the file is busy until its passthrough readers close it.
 			return syscall.ETXTBSY
 		}
-		fs.invalidateLocked(ino)
-		io.cached++
-		h.cachedIO = true
-		s.handles[fh] = h
-		io.handles[h] = struct{}{}
+		c.invalidate(ino)
+		h.cached.Store(ch)
 		return 0
 	}
-	ver := volume.FileVersion(e.Attr)
-	if e.Attr.Length <= awaitFillMax {
+	ver := volume.FileVersion(&h.attr)
+	if h.attr.Length <= awaitFillMax {
 		// A prefetch or a warmup is copying this very file: wait for the
 		// copy, which has already done part of what reading the file
-		// through JuiceFS would do again (in a cold pass over 20,000 small
-		// files at 10 ms, 23% of opens raced their file's prefetch and
-		// read it a second time). Small files only: a reader of a large
-		// file should not wait for all of it before its first byte.
-		s.Cache.AwaitFill(context.Background(), ino, awaitFillWait)
+		// through JuiceFS would do again. Small files only: a reader of a
+		// large file should not wait for all of it before its first byte.
+		c.Cache.AwaitFill(context.Background(), ino, awaitFillWait)
 	}
 	// Open and check the copy (disk I/O, and a whole read for its checksum
-	// on first use) before taking the lock, so that opens of different files
-	// run in parallel.
-	hit, ok := s.Cache.Get(ino, ver)
-	defer func() { // after the lock is released (defers run last first)
-		if s.Prefetch != nil {
-			s.Prefetch.Opened(ino, ok)
+	// on first use) before taking any lock, so that opens of different
+	// files run in parallel.
+	hit, ok := c.Cache.Get(ino, ver)
+	defer func() { // after the inode is released (defers run last first)
+		if c.Prefetch != nil {
+			c.Prefetch.Opened(ino, ok)
 		}
-		if s.Learner != nil {
-			s.Learner.Opened(ctx.pid, ino)
+		if c.Learner != nil {
+			c.Learner.Opened(in.Pid, ino)
 		}
 	}()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ok && !s.Cache.Has(ino, ver) {
+	io := c.acquire(ino)
+	defer c.release(ino, io)
+	if ok && !c.Cache.Has(ino, ver) {
 		// A write open dropped the copy meanwhile.
 		_ = hit.File.Close()
 		hit, ok = nil, false
 	}
-	io := s.inode(ino)
 	if io.passthrough > 0 {
 		// Every open of an inode with a backing file must use it.
 		if ok {
 			_ = hit.File.Close()
 		}
 		if !ok || io.backingVer != ver {
-			fs.opts.Log.Warn("a file open here through passthrough changed on the volume: new opens are refused until those readers close it",
+			c.log.Warn("a file open here through passthrough changed on the volume: new opens are refused until those readers close it",
 				"ino", ino)
 			return syscall.EBUSY
 		}
-		io.passthrough++
-		h.passthrough = true
-		out.BackingID = io.backingID
-		out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
-		s.handles[fh] = h
-		io.handles[h] = struct{}{}
-		s.Metrics.Passthrough()
-		return 0
+		return c.joinPassthrough(io, h, ch, out)
 	}
-	old := time.Since(time.Unix(e.Attr.Mtime, int64(e.Attr.Mtimensec))) >= s.PassthroughMinAge
-	if ok && s.passthrough.Load() && hit.Size >= s.PassthroughMin && old && io.cached == 0 {
+	old := time.Since(time.Unix(h.attr.Mtime, int64(h.attr.Mtimensec))) >= c.PassthroughMinAge
+	if ok && c.passthrough.Load() && hit.Size >= c.PassthroughMin && old && !c.otherPageCacheHandles(ino, h) {
 		if io.backingID == 0 {
 			// Every passthrough open of the inode reads through this one
 			// open file, so its readers share its readahead state; they are
 			// nearly always whole-file sequential reads of a data set, and
-			// a doubled window keeps several of them streaming (8 readers
-			// of two 1 GiB files: 7.6-8.0 -> 11.2-12.0 GB/s, native 10-12,
-			// from the host's cache). The kernel still reads random
-			// accesses without readahead.
+			// a doubled window keeps several of them streaming. The kernel
+			// still reads random accesses without readahead.
 			if err := unix.Fadvise(int(hit.File.Fd()), 0, 0, unix.FADV_SEQUENTIAL); err != nil {
-				fs.opts.Log.Debug("fadvise of a cached file", "ino", ino, "error", err)
+				c.log.Debug("fadvise of a cached file", "ino", ino, "error", err)
 			}
-			id, errno := fs.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(hit.File.Fd())})
+			id, errno := c.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(hit.File.Fd())})
 			if errno != 0 {
-				s.passthrough.Store(false)
-				fs.opts.Log.Warn("FUSE passthrough refused by the kernel; cached files are served through the page cache", "error", errno)
+				c.passthrough.Store(false)
+				c.log.Warn("FUSE passthrough refused by the kernel; cached files are served through the page cache", "error", errno)
 			} else {
 				io.backingID, io.backingVer = id, ver
 			}
 		}
 		if io.backingID != 0 {
 			_ = hit.File.Close()
-			io.passthrough++
-			h.passthrough = true
-			out.BackingID = io.backingID
-			out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
-			s.handles[fh] = h
-			io.handles[h] = struct{}{}
-			s.Metrics.Passthrough()
-			return 0
+			return c.joinPassthrough(io, h, ch, out)
 		}
 	}
-	io.cached++
-	h.cachedIO = true
 	if ok {
-		h.file = hit.File
+		ch.file = hit.File
 	} else {
-		h.readThrough = true
+		ch.readThrough = true
 	}
-	if ok && s.pages[ino] == ver {
+	c.mu.Lock()
+	keep := ok && c.pages[ino] == ver
+	switch {
+	case keep:
+	case ok:
+		if len(c.pages) > 1<<20 {
+			c.pages = map[uint64]cache.Version{}
+		}
+		c.pages[ino] = ver
+	default:
+		delete(c.pages, ino)
+	}
+	c.mu.Unlock()
+	switch {
+	case keep:
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
-	} else {
-		switch {
-		case e.Attr.KeepCache && !ok:
-			out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
-		case ctx.validated != nil:
-			// The kernel has just received these attributes in the reply
-			// to this open's own LOOKUP: its size is current.
-		case fs.server != nil:
-			// The kernel may hold older attributes (a cached file's last
-			// for --cache-ttl): have it read them again, so that it does
-			// not cut reads at a stale size.
-			fs.server.InodeNotify(ino, -1, 0)
-		}
-		if ok {
-			if len(s.pages) > 1<<20 {
-				s.pages = map[uint64]cache.Version{}
-			}
-			s.pages[ino] = ver
-		} else {
-			delete(s.pages, ino)
-		}
+	case h.attr.KeepCache && !ok:
+		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
+	case h.validated:
+		// The kernel has just received these attributes in the reply to
+		// this open's own LOOKUP: its size is current.
+	case c.server != nil:
+		// The kernel may hold older attributes (a cached file's last for
+		// --cache-ttl): have it read them again, so that it does not cut
+		// reads at a stale size.
+		c.server.InodeNotify(ino, -1, 0)
 	}
-	s.handles[fh] = h
-	io.handles[h] = struct{}{}
+	h.cached.Store(ch)
 	return 0
 }
 
-// trackCreated records the handle of a file created through this mount (it
-// uses the page cache, which rules out passthrough opens while it is open).
-func (fs *FS) trackCreated(ino, fh uint64) {
-	s := fs.cache
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	io := s.inode(ino)
-	h := &cachedHandle{ino: ino, cachedIO: true}
-	io.cached++
-	s.handles[fh] = h
-	io.handles[h] = struct{}{}
+// joinPassthrough serves h through io's backing file. io is locked.
+func (c *cacheLayer) joinPassthrough(io *inodeIO, h *handle, ch *cachedHandle, out *fuse.OpenOut) syscall.Errno {
+	io.passthrough++
+	ch.passthrough = true
+	out.BackingID = io.backingID
+	out.OpenFlags |= fuse.FOPEN_PASSTHROUGH
+	h.cached.Store(ch)
+	c.Metrics.Passthrough()
+	return 0
 }
 
-// invalidateLocked drops the cached copy of ino: it is being written through
-// this mount. Open handles reading the local copy switch to JuiceFS.
-func (fs *FS) invalidateLocked(ino uint64) {
-	s := fs.cache
-	s.Cache.Invalidate(ino)
-	delete(s.pages, ino)
-	if io := s.inodes[ino]; io != nil {
-		for h := range io.handles {
-			if h.file != nil {
-				h.stale.Store(true)
+// otherPageCacheHandles reports whether ino has an open handle other than h
+// that is not served through passthrough (a writer, a create, a page-cache
+// reader): the kernel would refuse to mix them.
+func (c *cacheLayer) otherPageCacheHandles(ino uint64, h *handle) bool {
+	found := false
+	c.handles.each(ino, func(o *handle) {
+		if o == h {
+			return
+		}
+		if ch := o.cached.Load(); ch == nil || !ch.passthrough {
+			found = true
+		}
+	})
+	return found
+}
+
+// invalidate drops the cached copy of ino: it is being written through this
+// mount. Open handles reading the local copy switch to JuiceFS.
+func (c *cacheLayer) invalidate(ino uint64) {
+	c.Cache.Invalidate(ino)
+	c.mu.Lock()
+	delete(c.pages, ino)
+	c.mu.Unlock()
+	c.handles.each(ino, func(h *handle) {
+		if ch := h.cached.Load(); ch != nil && ch.file != nil {
+			ch.stale.Store(true)
+		}
+	})
+}
+
+// Read serves a read from the local copy when the handle has one.
+func (c *cacheLayer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	if h := c.handles.get(in.Fh); h != nil {
+		if ch := h.cached.Load(); ch != nil && ch.file != nil && !ch.stale.Load() {
+			n, err := ch.file.ReadAt(buf, int64(in.Offset))
+			if err == nil || n > 0 || in.Offset >= ch.size {
+				return fuse.ReadResultData(buf[:n]), fuse.OK
 			}
+			// The copy failed: let JuiceFS answer.
 		}
 	}
+	c.inflight.Add(1)
+	defer c.inflight.Add(-1)
+	return c.RawFileSystem.Read(cancel, in, buf)
 }
 
-// invalidate is invalidateLocked for callers without the lock.
-func (fs *FS) invalidate(ino uint64) {
-	if fs.cache == nil {
-		return
+// SetAttr drops the copy of a file whose size changes.
+func (c *cacheLayer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	status := c.RawFileSystem.SetAttr(cancel, in, out)
+	if status == fuse.OK && in.Valid&fuse.FATTR_SIZE != 0 {
+		c.invalidate(in.NodeId)
 	}
-	fs.cache.mu.Lock()
-	fs.invalidateLocked(ino)
-	fs.cache.mu.Unlock()
+	return status
 }
 
-// readCached serves a read from the local copy when the handle has one.
-func (fs *FS) readCached(fh uint64, buf []byte, off uint64) (fuse.ReadResult, bool) {
-	s := fs.cache
-	s.mu.Lock()
-	h := s.handles[fh]
-	s.mu.Unlock()
-	if h == nil || h.file == nil || h.stale.Load() {
-		return nil, false
+// Release forgets the handle's slot, then releases it below; a file read
+// through JuiceFS (a miss) is queued for copying afterwards.
+func (c *cacheLayer) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	var ch *cachedHandle
+	if h := c.handles.get(in.Fh); h != nil {
+		ch = h.cached.Load()
 	}
-	n, err := h.file.ReadAt(buf, int64(off))
-	if err != nil && n == 0 && off < h.size {
-		return nil, false // let JuiceFS answer
-	}
-	return fuse.ReadResultData(buf[:n]), true
-}
-
-// releaseCached forgets a handle.
-func (fs *FS) releaseCached(fh uint64) {
-	s := fs.cache
-	s.mu.Lock()
-	h := s.handles[fh]
-	if h == nil {
-		s.mu.Unlock()
-		return
-	}
-	delete(s.handles, fh)
-	io := s.inodes[h.ino]
-	if io != nil {
-		delete(io.handles, h)
-		switch {
-		case h.passthrough:
-			io.passthrough--
-			if io.passthrough == 0 && io.backingID != 0 {
-				if errno := fs.server.UnregisterBackingFd(io.backingID); errno != 0 {
-					fs.opts.Log.Debug("unregistering a backing file", "error", errno)
-				}
-				io.backingID = 0
+	if ch != nil && ch.passthrough {
+		io := c.acquire(in.NodeId)
+		io.passthrough--
+		if io.passthrough == 0 && io.backingID != 0 {
+			if errno := c.server.UnregisterBackingFd(io.backingID); errno != 0 {
+				c.log.Debug("unregistering a backing file", "error", errno)
 			}
-		case h.cachedIO:
-			io.cached--
+			io.backingID = 0
 		}
-		if len(io.handles) == 0 {
-			delete(s.inodes, h.ino)
-		}
+		c.release(in.NodeId, io)
 	}
-	s.mu.Unlock()
-	if h.file != nil {
-		_ = h.file.Close()
+	if ch != nil && ch.file != nil {
+		_ = ch.file.Close()
 	}
-	if h.readThrough && s.Prefetch != nil && s.ReadThroughMax > 0 && h.size <= uint64(s.ReadThroughMax) && h.size > 0 {
-		s.Prefetch.Read(h.ino)
+	c.RawFileSystem.Release(cancel, in)
+	if ch != nil && ch.readThrough && c.Prefetch != nil && c.ReadThroughMax > 0 && ch.size <= uint64(c.ReadThroughMax) && ch.size > 0 {
+		c.Prefetch.Read(in.NodeId)
 	}
 }
 
-// cacheTTL returns the long timeout for a regular file whose cached copy is
-// current, or for a directory on the way to one (see warmDirTTL); 0 for the
-// others.
-func (fs *FS) cacheTTL(e *meta.Entry) time.Duration {
-	if fs.cache == nil || fs.cache.TTL <= 0 {
+// replyAttr (attrPolicy) gives the long timeout to a regular file whose
+// cached copy is current, and to a directory on the way to one (see
+// warmDirTTL).
+func (c *cacheLayer) replyAttr(e *meta.Entry, parent uint64) time.Duration {
+	if c.TTL <= 0 {
 		return 0
 	}
 	switch e.Attr.Typ {
 	case meta.TypeFile:
-		if fs.cache.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) {
-			fs.cache.warmParent(e.Attr.Parent)
-			return fs.cache.TTL
+		if c.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) {
+			c.warmParent(uint64(e.Attr.Parent))
+			return c.TTL
 		}
 	case meta.TypeDirectory:
-		return fs.cache.warmDirTTL(e)
+		return c.warmDirTTL(e)
 	}
 	return 0
 }
@@ -388,39 +406,34 @@ func (fs *FS) cacheTTL(e *meta.Entry) time.Duration {
 // renamed or removed by another node keeps answering here by its old path
 // for up to --cache-ttl, like the cached files' own names. The files' data
 // is still checked at every open.
-func (s *cacheState) warmDirTTL(e *meta.Entry) time.Duration {
-	s.dmu.Lock()
-	defer s.dmu.Unlock()
-	if e.Attr.Parent != 0 {
-		if len(s.dirParents) >= maxWarmDirs {
-			clear(s.dirParents)
-		}
-		s.dirParents[uint64(e.Inode)] = uint64(e.Attr.Parent)
-	}
-	if _, ok := s.warmDirs[uint64(e.Inode)]; !ok {
+func (c *cacheLayer) warmDirTTL(e *meta.Entry) time.Duration {
+	c.dmu.Lock()
+	_, warm := c.warmDirs[uint64(e.Inode)]
+	c.dmu.Unlock()
+	if !warm {
 		return 0
 	}
-	s.warmLocked(uint64(e.Attr.Parent))
-	return s.TTL
+	c.warmParent(uint64(e.Attr.Parent))
+	return c.TTL
 }
 
 // warmParent records that directory ino holds a file with a current copy,
-// and so do its ancestors, as far as lookups have shown them.
-func (s *cacheState) warmParent(ino meta.Ino) {
-	s.dmu.Lock()
-	s.warmLocked(uint64(ino))
-	s.dmu.Unlock()
-}
-
-func (s *cacheState) warmLocked(ino uint64) {
-	for ino != 0 && ino != uint64(meta.RootInode) {
-		if _, ok := s.warmDirs[ino]; ok {
+// and so do its ancestors, as far as the name index knows them.
+func (c *cacheLayer) warmParent(ino uint64) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	for depth := 0; ino != 0 && ino != uint64(meta.RootInode) && depth < 256; depth++ {
+		if _, ok := c.warmDirs[ino]; ok {
 			return
 		}
-		if len(s.warmDirs) >= maxWarmDirs {
-			clear(s.warmDirs)
+		if len(c.warmDirs) >= maxWarmDirs {
+			clear(c.warmDirs)
 		}
-		s.warmDirs[ino] = struct{}{}
-		ino = s.dirParents[ino]
+		c.warmDirs[ino] = struct{}{}
+		d, ok := c.names.Name(ino)
+		if !ok {
+			return
+		}
+		ino = d.Parent
 	}
 }

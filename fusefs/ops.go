@@ -76,7 +76,7 @@ var epoch = time.Now()
 // which doubles the cost on a virtual machine's clock).
 func monoNow() int64 { return int64(time.Since(epoch)) }
 
-// inc counts a request (called by every FS method).
+// inc counts a request.
 func (c *opCounters) inc(o Op) { c.n[o].Add(1) }
 
 // start notes that a request arrived and returns when (monoNow).
@@ -161,7 +161,7 @@ func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
 		Help:    "Time the daemon took to answer a FUSE request, by operation.",
 		Buckets: OpDurationBuckets,
 	}, []string{"op"})
-	ops := opsCollector{c: &fs.ops, desc: prometheus.NewDesc("ops_total",
+	ops := opsCollector{c: fs.ops, desc: prometheus.NewDesc("ops_total",
 		"FUSE requests served, by operation.", []string{"op"}, nil)}
 	if err := r.Register(ops); err != nil {
 		return err
@@ -173,7 +173,7 @@ func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
 	after := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "opens_after_lookup_total",
 		Help: "Opens that used the attributes their own path walk's LOOKUP had just read from the metadata engine instead of reading them again.",
-	}, func() float64 { return float64(fs.opensAfterLookup.Load()) })
+	}, func() float64 { return float64(fs.base.opensAfterLookup.Load()) })
 	if err := r.Register(after); err != nil {
 		r.Unregister(ops)
 		r.Unregister(hist)
@@ -187,250 +187,282 @@ func (fs *FS) RegisterMetrics(r prometheus.Registerer) error {
 	return nil
 }
 
-// instrumented times every request the kernel sends before handing it to the
-// file system. It is what Mount serves; the FS methods themselves only count.
-// A new FS method that counts (fs.ops.inc) needs a wrapper here too;
-// TestEveryCountedOpIsTimed fails until it has one.
+// instrumented is the top of the stack: it counts and times every request
+// the kernel sends, then hands it to the next layer. Operations the mount
+// does not implement (go-fuse's defaults below the stack answer ENOSYS) pass
+// through uncounted; TestEveryImplementedOpIsCounted fails when a layer
+// implements an operation this layer does not count.
 type instrumented struct {
-	*FS
+	fuse.RawFileSystem // the next layer
+	ops                *opCounters
 }
 
-// raw returns what the FUSE server should call: the timing wrapper.
-func (fs *FS) raw() fuse.RawFileSystem { return instrumented{fs} }
-
-func (w instrumented) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+func (w *instrumented) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Lookup(cancel, h, name, out)
+	w.ops.inc(OpLookup)
+	s := w.RawFileSystem.Lookup(cancel, h, name, out)
 	w.ops.done(OpLookup, t)
 	return s
 }
 
-func (w instrumented) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+func (w *instrumented) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.GetAttr(cancel, in, out)
+	w.ops.inc(OpGetattr)
+	s := w.RawFileSystem.GetAttr(cancel, in, out)
 	w.ops.done(OpGetattr, t)
 	return s
 }
 
-func (w instrumented) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+func (w *instrumented) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.SetAttr(cancel, in, out)
+	w.ops.inc(OpSetattr)
+	s := w.RawFileSystem.SetAttr(cancel, in, out)
 	w.ops.done(OpSetattr, t)
 	return s
 }
 
-func (w instrumented) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+func (w *instrumented) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Mknod(cancel, in, name, out)
+	w.ops.inc(OpMknod)
+	s := w.RawFileSystem.Mknod(cancel, in, name, out)
 	w.ops.done(OpMknod, t)
 	return s
 }
 
-func (w instrumented) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+func (w *instrumented) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Mkdir(cancel, in, name, out)
+	w.ops.inc(OpMkdir)
+	s := w.RawFileSystem.Mkdir(cancel, in, name, out)
 	w.ops.done(OpMkdir, t)
 	return s
 }
 
-func (w instrumented) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+func (w *instrumented) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Unlink(cancel, h, name)
+	w.ops.inc(OpUnlink)
+	s := w.RawFileSystem.Unlink(cancel, h, name)
 	w.ops.done(OpUnlink, t)
 	return s
 }
 
-func (w instrumented) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+func (w *instrumented) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Rmdir(cancel, h, name)
+	w.ops.inc(OpRmdir)
+	s := w.RawFileSystem.Rmdir(cancel, h, name)
 	w.ops.done(OpRmdir, t)
 	return s
 }
 
-func (w instrumented) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+func (w *instrumented) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Rename(cancel, in, oldName, newName)
+	w.ops.inc(OpRename)
+	s := w.RawFileSystem.Rename(cancel, in, oldName, newName)
 	w.ops.done(OpRename, t)
 	return s
 }
 
-func (w instrumented) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+func (w *instrumented) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Link(cancel, in, name, out)
+	w.ops.inc(OpLink)
+	s := w.RawFileSystem.Link(cancel, in, name, out)
 	w.ops.done(OpLink, t)
 	return s
 }
 
-func (w instrumented) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+func (w *instrumented) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Symlink(cancel, h, target, name, out)
+	w.ops.inc(OpSymlink)
+	s := w.RawFileSystem.Symlink(cancel, h, target, name, out)
 	w.ops.done(OpSymlink, t)
 	return s
 }
 
-func (w instrumented) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+func (w *instrumented) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	t := w.ops.start()
-	p, s := w.FS.Readlink(cancel, h)
+	w.ops.inc(OpReadlink)
+	r0, r1 := w.RawFileSystem.Readlink(cancel, h)
 	w.ops.done(OpReadlink, t)
-	return p, s
+	return r0, r1
 }
 
-func (w instrumented) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+func (w *instrumented) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Access(cancel, in)
+	w.ops.inc(OpAccess)
+	s := w.RawFileSystem.Access(cancel, in)
 	w.ops.done(OpAccess, t)
 	return s
 }
 
-func (w instrumented) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+func (w *instrumented) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	t := w.ops.start()
-	n, s := w.FS.GetXAttr(cancel, h, attr, dest)
+	w.ops.inc(OpGetxattr)
+	r0, r1 := w.RawFileSystem.GetXAttr(cancel, h, attr, dest)
 	w.ops.done(OpGetxattr, t)
-	return n, s
+	return r0, r1
 }
 
-func (w instrumented) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+func (w *instrumented) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	t := w.ops.start()
-	n, s := w.FS.ListXAttr(cancel, h, dest)
+	w.ops.inc(OpListxattr)
+	r0, r1 := w.RawFileSystem.ListXAttr(cancel, h, dest)
 	w.ops.done(OpListxattr, t)
-	return n, s
+	return r0, r1
 }
 
-func (w instrumented) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+func (w *instrumented) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.SetXAttr(cancel, in, attr, data)
+	w.ops.inc(OpSetxattr)
+	s := w.RawFileSystem.SetXAttr(cancel, in, attr, data)
 	w.ops.done(OpSetxattr, t)
 	return s
 }
 
-func (w instrumented) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+func (w *instrumented) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.RemoveXAttr(cancel, h, attr)
+	w.ops.inc(OpRemovexattr)
+	s := w.RawFileSystem.RemoveXAttr(cancel, h, attr)
 	w.ops.done(OpRemovexattr, t)
 	return s
 }
 
-func (w instrumented) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+func (w *instrumented) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Create(cancel, in, name, out)
+	w.ops.inc(OpCreate)
+	s := w.RawFileSystem.Create(cancel, in, name, out)
 	w.ops.done(OpCreate, t)
 	return s
 }
 
-func (w instrumented) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (w *instrumented) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Open(cancel, in, out)
+	w.ops.inc(OpOpen)
+	s := w.RawFileSystem.Open(cancel, in, out)
 	w.ops.done(OpOpen, t)
 	return s
 }
 
-func (w instrumented) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+func (w *instrumented) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	t := w.ops.start()
-	r, s := w.FS.Read(cancel, in, buf)
+	w.ops.inc(OpRead)
+	r0, r1 := w.RawFileSystem.Read(cancel, in, buf)
 	w.ops.done(OpRead, t)
-	return r, s
+	return r0, r1
 }
 
-func (w instrumented) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+func (w *instrumented) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	t := w.ops.start()
-	n, s := w.FS.Write(cancel, in, data)
+	w.ops.inc(OpWrite)
+	r0, r1 := w.RawFileSystem.Write(cancel, in, data)
 	w.ops.done(OpWrite, t)
-	return n, s
+	return r0, r1
 }
 
-func (w instrumented) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+func (w *instrumented) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Flush(cancel, in)
+	w.ops.inc(OpFlush)
+	s := w.RawFileSystem.Flush(cancel, in)
 	w.ops.done(OpFlush, t)
 	return s
 }
 
-func (w instrumented) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+func (w *instrumented) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Fsync(cancel, in)
+	w.ops.inc(OpFsync)
+	s := w.RawFileSystem.Fsync(cancel, in)
 	w.ops.done(OpFsync, t)
 	return s
 }
 
-func (w instrumented) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+func (w *instrumented) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.FsyncDir(cancel, in)
+	w.ops.inc(OpFsync)
+	s := w.RawFileSystem.FsyncDir(cancel, in)
 	w.ops.done(OpFsync, t)
 	return s
 }
 
-func (w instrumented) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+func (w *instrumented) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	t := w.ops.start()
-	w.FS.Release(cancel, in)
+	w.ops.inc(OpRelease)
+	w.RawFileSystem.Release(cancel, in)
 	w.ops.done(OpRelease, t)
 }
 
-func (w instrumented) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+func (w *instrumented) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.Fallocate(cancel, in)
+	w.ops.inc(OpFallocate)
+	s := w.RawFileSystem.Fallocate(cancel, in)
 	w.ops.done(OpFallocate, t)
 	return s
 }
 
-func (w instrumented) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+func (w *instrumented) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
 	t := w.ops.start()
-	n, s := w.FS.CopyFileRange(cancel, in)
+	w.ops.inc(OpCopyFileRange)
+	r0, r1 := w.RawFileSystem.CopyFileRange(cancel, in)
 	w.ops.done(OpCopyFileRange, t)
-	return n, s
+	return r0, r1
 }
 
-func (w instrumented) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
+func (w *instrumented) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.GetLk(cancel, in, out)
+	w.ops.inc(OpLock)
+	s := w.RawFileSystem.GetLk(cancel, in, out)
 	w.ops.done(OpLock, t)
 	return s
 }
 
-func (w instrumented) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
+func (w *instrumented) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.SetLk(cancel, in)
+	w.ops.inc(OpLock)
+	s := w.RawFileSystem.SetLk(cancel, in)
 	w.ops.done(OpLock, t)
 	return s
 }
 
-// SetLkw waits for a lock: its latency includes the wait.
-func (w instrumented) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
+func (w *instrumented) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.SetLkw(cancel, in)
+	w.ops.inc(OpLock)
+	s := w.RawFileSystem.SetLkw(cancel, in)
 	w.ops.done(OpLock, t)
 	return s
 }
 
-func (w instrumented) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+func (w *instrumented) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.OpenDir(cancel, in, out)
+	w.ops.inc(OpOpendir)
+	s := w.RawFileSystem.OpenDir(cancel, in, out)
 	w.ops.done(OpOpendir, t)
 	return s
 }
 
-func (w instrumented) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+func (w *instrumented) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.ReadDir(cancel, in, out)
+	w.ops.inc(OpReaddir)
+	s := w.RawFileSystem.ReadDir(cancel, in, out)
 	w.ops.done(OpReaddir, t)
 	return s
 }
 
-func (w instrumented) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+func (w *instrumented) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.ReadDirPlus(cancel, in, out)
+	w.ops.inc(OpReaddir)
+	s := w.RawFileSystem.ReadDirPlus(cancel, in, out)
 	w.ops.done(OpReaddir, t)
 	return s
 }
 
-func (w instrumented) ReleaseDir(in *fuse.ReleaseIn) {
+func (w *instrumented) ReleaseDir(in *fuse.ReleaseIn) {
 	t := w.ops.start()
-	w.FS.ReleaseDir(in)
+	w.ops.inc(OpReleasedir)
+	w.RawFileSystem.ReleaseDir(in)
 	w.ops.done(OpReleasedir, t)
 }
 
-func (w instrumented) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+func (w *instrumented) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
 	t := w.ops.start()
-	s := w.FS.StatFs(cancel, h, out)
+	w.ops.inc(OpStatfs)
+	s := w.RawFileSystem.StatFs(cancel, h, out)
 	w.ops.done(OpStatfs, t)
 	return s
 }

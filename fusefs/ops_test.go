@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -13,14 +14,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-// A request that never reaches JuiceFS: Access on a virtual node answers from
-// memory, so these tests need no volume. The request is built once, as the
-// FUSE server reads requests into buffers it reuses.
+// A request answered from memory by a fake next layer, so these tests need
+// no volume. The request is built once, as the FUSE server reads requests
+// into buffers it reuses.
 var virtualAccess = &fuse.AccessIn{InHeader: fuse.InHeader{NodeId: vBase + 1}}
 
 func accessVirtual(raw fuse.RawFileSystem) fuse.Status {
 	return raw.Access(nil, virtualAccess)
 }
+
+// okFS answers Access with OK and records nothing (it must not allocate).
+type okFS struct{ fuse.RawFileSystem }
+
+func (okFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status { return fuse.OK }
+
+// stackOver is an FS whose only layer below the instrumentation is next.
+func stackOver(next fuse.RawFileSystem) *FS {
+	fs := &FS{ops: &opCounters{}, base: &baseFS{}}
+	fs.RawFileSystem = &instrumented{RawFileSystem: next, ops: fs.ops}
+	return fs
+}
+
+func newOKStack() *FS { return stackOver(okFS{fuse.NewDefaultRawFileSystem()}) }
 
 func TestOpMetricsDoNotAllocate(t *testing.T) {
 	for _, tc := range []struct {
@@ -31,7 +46,7 @@ func TestOpMetricsDoNotAllocate(t *testing.T) {
 		{"with metrics", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := New(nil, DefaultOptions())
+			fs := newOKStack()
 			if tc.register {
 				if err := fs.RegisterMetrics(prometheus.NewRegistry()); err != nil {
 					t.Fatal(err)
@@ -58,7 +73,7 @@ func TestOpMetricsDoNotAllocate(t *testing.T) {
 }
 
 func TestOpMetricsExport(t *testing.T) {
-	fs := New(nil, DefaultOptions())
+	fs := newOKStack()
 	reg := prometheus.NewRegistry()
 	if err := fs.RegisterMetrics(prometheus.WrapRegistererWithPrefix("disgrafs_fuse_", reg)); err != nil {
 		t.Fatal(err)
@@ -117,7 +132,7 @@ func TestOpMetricsExport(t *testing.T) {
 
 // The cost of a request's bookkeeping, on a request that does nothing else:
 // what the FUSE server calls with metrics (count, clock, histogram), without
-// them, and the bare FS method (count only).
+// them, and the bare next layer.
 func BenchmarkRequest(b *testing.B) {
 	for _, bc := range []struct {
 		name     string
@@ -129,13 +144,13 @@ func BenchmarkRequest(b *testing.B) {
 		{"bare", false, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			fs := New(nil, DefaultOptions())
+			fs := newOKStack()
 			if bc.register {
 				if err := fs.RegisterMetrics(prometheus.NewRegistry()); err != nil {
 					b.Fatal(err)
 				}
 			}
-			var raw fuse.RawFileSystem = fs
+			var raw fuse.RawFileSystem = fs.RawFileSystem.(*instrumented).RawFileSystem
 			if bc.wrapped {
 				raw = fs.raw()
 			}
@@ -147,69 +162,103 @@ func BenchmarkRequest(b *testing.B) {
 	}
 }
 
-// TestEveryCountedOpIsTimed: every FS method that counts a request (calls
-// fs.ops.inc) has a timing wrapper in ops.go, so that a method added to
-// fs.go later cannot silently go untimed.
-func TestEveryCountedOpIsTimed(t *testing.T) {
+// TestEveryImplementedOpIsCounted: every FUSE operation the base layer
+// implements is counted and timed by the instrumentation layer, so that an
+// operation added later cannot silently go uncounted.
+func TestEveryImplementedOpIsCounted(t *testing.T) {
 	fset := token.NewFileSet()
 	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := map[string]bool{}
-	wrapped := map[string]bool{}
-	recv := func(fd *ast.FuncDecl) string {
-		if fd.Recv == nil || len(fd.Recv.List) != 1 {
-			return ""
-		}
-		switch x := fd.Recv.List[0].Type.(type) {
-		case *ast.StarExpr:
-			if id, ok := x.X.(*ast.Ident); ok {
-				return "*" + id.Name
-			}
-		case *ast.Ident:
-			return x.Name
-		}
-		return ""
-	}
+	methods := map[string]map[string]bool{}
 	for _, p := range pkgs {
 		for _, f := range p.Files {
 			for _, d := range f.Decls {
 				fd, ok := d.(*ast.FuncDecl)
-				if !ok || fd.Body == nil {
+				if !ok || fd.Recv == nil || len(fd.Recv.List) != 1 || !fd.Name.IsExported() {
 					continue
 				}
-				switch recv(fd) {
-				case "instrumented":
-					wrapped[fd.Name.Name] = true
-				case "*FS":
-					if !fd.Name.IsExported() {
-						continue
-					}
-					ast.Inspect(fd.Body, func(n ast.Node) bool {
-						if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "inc" {
-							if x, ok := sel.X.(*ast.SelectorExpr); ok && x.Sel.Name == "ops" {
-								counted[fd.Name.Name] = true
-							}
+				if se, ok := fd.Recv.List[0].Type.(*ast.StarExpr); ok {
+					if id, ok := se.X.(*ast.Ident); ok {
+						if methods[id.Name] == nil {
+							methods[id.Name] = map[string]bool{}
 						}
-						return true
-					})
+						methods[id.Name][fd.Name.Name] = true
+					}
 				}
 			}
 		}
 	}
-	if len(counted) < 30 {
-		t.Fatalf("found only %d counted methods: %v", len(counted), counted)
-	}
-	for m := range counted {
-		if !wrapped[m] {
-			t.Errorf("FS.%s counts requests but has no timing wrapper in ops.go", m)
+	raw := reflect.TypeOf((*fuse.RawFileSystem)(nil)).Elem()
+	uncounted := map[string]bool{"String": true, "SetDebug": true, "Init": true, "OnUnmount": true, "Forget": true}
+	n := 0
+	for i := 0; i < raw.NumMethod(); i++ {
+		m := raw.Method(i).Name
+		if !methods["baseFS"][m] || uncounted[m] {
+			continue
+		}
+		n++
+		if !methods["instrumented"][m] {
+			t.Errorf("the base layer implements %s but the instrumentation layer does not count it", m)
 		}
 	}
-	// setLk is counted through SetLk/SetLkw; both are wrapped.
-	for _, m := range []string{"SetLk", "SetLkw"} {
-		if !wrapped[m] {
-			t.Errorf("%s is not wrapped", m)
+	if n < 30 {
+		t.Fatalf("found only %d operations implemented by the base layer", n)
+	}
+}
+
+// TestTagsLayerKeepsVirtualInodes calls every RawFileSystem method that takes
+// a node id or a handle with a virtual node id: the tags layer must answer
+// each itself, and no virtual id may reach the layer below.
+func TestTagsLayerKeepsVirtualInodes(t *testing.T) {
+	const virtual = vFirstDynamic + 1000 // no such virtual directory
+	next := &recordingFS{answer: fuse.OK}
+	l := newTagsLayer(next, TagOptions{}, nil)
+	v := reflect.ValueOf(l)
+	raw := reflect.TypeOf((*fuse.RawFileSystem)(nil)).Elem()
+	skip := map[string]bool{"String": true, "SetDebug": true, "Init": true, "OnUnmount": true}
+	for i := 0; i < raw.NumMethod(); i++ {
+		m := raw.Method(i)
+		if skip[m.Name] {
+			continue
 		}
+		t.Run(m.Name, func(t *testing.T) {
+			args := make([]reflect.Value, m.Type.NumIn())
+			named := false
+			for j := range args {
+				pt := m.Type.In(j)
+				switch {
+				case pt.Kind() == reflect.Uint64 && j == 0: // Forget(nodeid, nlookup)
+					args[j] = reflect.ValueOf(uint64(virtual))
+					named = true
+				case pt.Kind() == reflect.Pointer && pt.Elem().Kind() == reflect.Struct:
+					a := reflect.New(pt.Elem())
+					for _, f := range nodeFields {
+						if fv := a.Elem().FieldByName(f); fv.IsValid() && fv.CanSet() && fv.Kind() == reflect.Uint64 {
+							fv.SetUint(virtual)
+							named = true
+						}
+					}
+					args[j] = a
+				case pt.Kind() == reflect.String:
+					args[j] = reflect.ValueOf("name")
+				case pt.Kind() == reflect.Slice && pt.Elem().Kind() == reflect.Uint8:
+					args[j] = reflect.ValueOf(make([]byte, 64))
+				default:
+					args[j] = reflect.Zero(pt)
+				}
+			}
+			if !named {
+				t.Skip("takes no node id")
+			}
+			next.nodes = nil
+			v.MethodByName(m.Name).Call(args)
+			for _, n := range next.nodes {
+				if isVirtual(n) {
+					t.Fatalf("%s passed virtual node %d to the next layer", m.Name, n)
+				}
+			}
+		})
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/juicedata/juicefs/pkg/meta"
 
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/tagging"
@@ -92,17 +91,7 @@ type tagTree struct {
 	hmu     sync.Mutex
 	handles map[uint64]*listing
 	nextFh  uint64
-
-	dmu    sync.Mutex
-	dcache map[dentry]uint64 // recent (parent, name) -> inode, for index upkeep
 }
-
-type dentry struct {
-	parent uint64
-	name   string
-}
-
-const maxDcache = 1 << 18
 
 func newTagTree(o TagOptions) *tagTree {
 	if o.TagsDir == "" {
@@ -117,7 +106,7 @@ func newTagTree(o TagOptions) *tagTree {
 	t := &tagTree{
 		svc: o.Service, tagsDir: o.TagsDir, queryDir: o.QueryDir, log: o.Log, start: time.Now(),
 		byIno: map[uint64]*vnode{}, byKey: map[string]*vnode{}, next: vFirstDynamic,
-		handles: map[uint64]*listing{}, nextFh: 1, dcache: map[dentry]uint64{},
+		handles: map[uint64]*listing{}, nextFh: 1,
 	}
 	t.byIno[vTagsRoot] = &vnode{ino: vTagsRoot, kind: kTagsRoot, key: "root:tags"}
 	t.byIno[vQueryRoot] = &vnode{ino: vQueryRoot, kind: kQueryRoot, key: "root:query"}
@@ -452,11 +441,11 @@ func (t *tagTree) rmdir(v *vnode, name string) fuse.Status {
 
 // canTag says whether the caller may change a file's tags: the same rule as
 // writing its user.* xattrs (write permission on the file).
-func canTag(h *fuse.InHeader, a *meta.Attr) bool {
+func canTag(h *fuse.InHeader, a *fuse.Attr) bool {
 	if h.Uid == 0 {
 		return true
 	}
-	var bits uint16
+	var bits uint32
 	switch {
 	case h.Uid == a.Uid:
 		bits = a.Mode >> 6
@@ -484,26 +473,4 @@ func inGroups(pid uint32, gid uint32) bool {
 		}
 	}
 	return false
-}
-
-func (t *tagTree) rememberDentry(parent uint64, name string, ino uint64) {
-	t.dmu.Lock()
-	if len(t.dcache) >= maxDcache {
-		clear(t.dcache)
-	}
-	t.dcache[dentry{parent, name}] = ino
-	t.dmu.Unlock()
-}
-
-func (t *tagTree) dentryIno(parent uint64, name string) (uint64, bool) {
-	t.dmu.Lock()
-	defer t.dmu.Unlock()
-	ino, ok := t.dcache[dentry{parent, name}]
-	return ino, ok
-}
-
-func (t *tagTree) forgetDentry(parent uint64, name string) {
-	t.dmu.Lock()
-	delete(t.dcache, dentry{parent, name})
-	t.dmu.Unlock()
 }
