@@ -4,7 +4,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -167,25 +167,30 @@ func BenchmarkRequest(b *testing.B) {
 // operation added later cannot silently go uncounted.
 func TestEveryImplementedOpIsCounted(t *testing.T) {
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, 0)
+	paths, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)
 	}
 	methods := map[string]map[string]bool{}
-	for _, p := range pkgs {
-		for _, f := range p.Files {
-			for _, d := range f.Decls {
-				fd, ok := d.(*ast.FuncDecl)
-				if !ok || fd.Recv == nil || len(fd.Recv.List) != 1 || !fd.Name.IsExported() {
-					continue
-				}
-				if se, ok := fd.Recv.List[0].Type.(*ast.StarExpr); ok {
-					if id, ok := se.X.(*ast.Ident); ok {
-						if methods[id.Name] == nil {
-							methods[id.Name] = map[string]bool{}
-						}
-						methods[id.Name][fd.Name.Name] = true
+	for _, path := range paths {
+		if strings.HasSuffix(path, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.Decls {
+			fd, ok := d.(*ast.FuncDecl)
+			if !ok || fd.Recv == nil || len(fd.Recv.List) != 1 || !fd.Name.IsExported() {
+				continue
+			}
+			if se, ok := fd.Recv.List[0].Type.(*ast.StarExpr); ok {
+				if id, ok := se.X.(*ast.Ident); ok {
+					if methods[id.Name] == nil {
+						methods[id.Name] = map[string]bool{}
 					}
+					methods[id.Name][fd.Name.Name] = true
 				}
 			}
 		}
@@ -213,7 +218,7 @@ func TestEveryImplementedOpIsCounted(t *testing.T) {
 // each itself, and no virtual id may reach the layer below.
 func TestTagsLayerKeepsVirtualInodes(t *testing.T) {
 	const virtual = vFirstDynamic + 1000 // no such virtual directory
-	next := &recordingFS{answer: fuse.OK}
+	next := &recordingFS{}
 	l := newTagsLayer(next, TagOptions{}, nil)
 	v := reflect.ValueOf(l)
 	raw := reflect.TypeOf((*fuse.RawFileSystem)(nil)).Elem()
