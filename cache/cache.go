@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -93,13 +94,23 @@ type entry struct {
 	crc     uint32 // CRC-32C of the content
 	fctime  int64  // change time of the cache file when it was written
 	lastUse int64
+	// seq names the entry's file (see filePath): every copy gets a file of
+	// its own, so that the file of a forgotten copy can be removed after the
+	// lock is released without racing a new copy of the same inode.
+	seq uint64
 	// verified: the content matched crc since this process started. Entries
 	// found on disk at start are checked before they are first served.
 	verified bool
 	elem     *list.Element
 }
 
-const recordLen = 8 * 7
+// An index record is recordLen bytes; records written before copies had
+// their own file names are oldRecordLen bytes and name the file by inode
+// alone (seq 0).
+const (
+	recordLen    = 8 * 8
+	oldRecordLen = 8 * 7
+)
 
 func (e *entry) marshal() []byte {
 	b := make([]byte, recordLen)
@@ -110,14 +121,20 @@ func (e *entry) marshal() []byte {
 	binary.BigEndian.PutUint64(b[32:], uint64(e.crc))
 	binary.BigEndian.PutUint64(b[40:], uint64(e.fctime))
 	binary.BigEndian.PutUint64(b[48:], uint64(e.lastUse))
+	binary.BigEndian.PutUint64(b[56:], e.seq)
 	return b
 }
 
 func unmarshal(ino uint64, b []byte) (*entry, error) {
-	if len(b) != recordLen {
+	if len(b) != recordLen && len(b) != oldRecordLen {
 		return nil, fmt.Errorf("cache index record of inode %d: %d bytes, want %d", ino, len(b), recordLen)
 	}
+	var seq uint64
+	if len(b) == recordLen {
+		seq = binary.BigEndian.Uint64(b[56:])
+	}
 	return &entry{
+		seq: seq,
 		ino: ino,
 		ver: Version{
 			Length: binary.BigEndian.Uint64(b[0:]),
@@ -144,6 +161,8 @@ type Cache struct {
 	// bufs holds copy buffers: a fill of a small file must not allocate
 	// a megabyte (warming 100,000 small files made 100 GB of garbage).
 	bufs sync.Pool
+	// seq is the last sequence number given to a copy's file (fileName).
+	seq atomic.Uint64
 
 	mu       sync.Mutex
 	entries  map[uint64]*entry
@@ -310,8 +329,25 @@ func (c *Cache) openIndex() error {
 	return nil
 }
 
-func (c *Cache) filePath(ino uint64) string {
-	return filepath.Join(c.cfg.Dir, "files", strconv.FormatUint(ino, 16))
+// fileName is the name under files/ of a copy: the inode in hex, and its
+// sequence number (none for copies indexed before copies had one).
+func fileName(ino, seq uint64) string {
+	if seq == 0 {
+		return strconv.FormatUint(ino, 16)
+	}
+	return strconv.FormatUint(ino, 16) + "." + strconv.FormatUint(seq, 16)
+}
+
+func (c *Cache) filePath(ino, seq uint64) string {
+	return filepath.Join(c.cfg.Dir, "files", fileName(ino, seq))
+}
+
+// removeFiles deletes the files of forgotten copies; it runs after c.mu is
+// released (deleting a large file takes milliseconds).
+func removeFiles(paths []string) {
+	for _, p := range paths {
+		_ = os.Remove(p)
+	}
 }
 
 // load reads the index and reconciles it with the files on disk.
@@ -343,16 +379,19 @@ func (c *Cache) load() error {
 	known := map[string]bool{}
 	for _, e := range all {
 		var st syscall.Stat_t
-		if err := syscall.Stat(c.filePath(e.ino), &st); err != nil || st.Size != e.size || int64(e.ver.Length) != e.size {
+		if err := syscall.Stat(c.filePath(e.ino, e.seq), &st); err != nil || st.Size != e.size || int64(e.ver.Length) != e.size {
 			c.log.Info("dropping a cache entry whose file is missing or has the wrong size", "ino", e.ino)
 			drop = append(drop, e.ino)
-			_ = os.Remove(c.filePath(e.ino))
+			_ = os.Remove(c.filePath(e.ino, e.seq))
 			continue
 		}
 		e.elem = c.lru.PushFront(e)
 		c.entries[e.ino] = e
 		c.used += e.size
-		known[strconv.FormatUint(e.ino, 16)] = true
+		known[fileName(e.ino, e.seq)] = true
+		if e.seq > c.seq.Load() {
+			c.seq.Store(e.seq)
+		}
 	}
 	if len(drop) > 0 {
 		if err := c.db.Update(func(tx *bolt.Tx) error {
@@ -430,15 +469,16 @@ func (c *Cache) lookup(ino uint64, v Version, touch bool) (*Hit, bool) {
 	}
 	if e.ver != v {
 		// The file changed on the volume: this copy is stale for good.
-		c.removeLocked(e)
+		doomed := c.removeLocked(e)
 		c.mu.Unlock()
+		removeFiles([]string{doomed})
 		c.log.Debug("dropping a stale cache entry", "ino", ino)
 		return nil, false
 	}
-	verified, fctime, size, sum := e.verified, e.fctime, e.size, e.crc
+	verified, fctime, size, sum, seq := e.verified, e.fctime, e.size, e.crc, e.seq
 	c.mu.Unlock()
 
-	path := c.filePath(ino)
+	path := c.filePath(ino, seq)
 	f, err := os.Open(path)
 	if err != nil {
 		c.drop(ino, e, "cache file unreadable: "+err.Error())
@@ -490,11 +530,13 @@ func (c *Cache) checksum(f *os.File) (uint32, error) {
 func (c *Cache) drop(ino uint64, e *entry, why string) {
 	c.log.Warn("dropping a corrupt cache entry; the file is read from the volume", "ino", ino, "reason", why)
 	c.met.corrupt()
+	var doomed []string
 	c.mu.Lock()
 	if c.entries[ino] == e {
-		c.removeLocked(e)
+		doomed = append(doomed, c.removeLocked(e))
 	}
 	c.mu.Unlock()
+	removeFiles(doomed)
 }
 
 // Touch marks ino as used now (an open, or a read seen by eBPF).
@@ -513,36 +555,41 @@ func (c *Cache) touch(ino uint64) {
 
 // Invalidate drops the copy of ino (it is being written, or was removed).
 func (c *Cache) Invalidate(ino uint64) {
+	var doomed []string
 	c.mu.Lock()
 	if e := c.entries[ino]; e != nil {
-		c.removeLocked(e)
+		doomed = append(doomed, c.removeLocked(e))
 	}
 	c.mu.Unlock()
+	removeFiles(doomed)
 }
 
 // Evict drops the copies of the given files (warmup --evict) and returns how
 // many bytes that freed.
 func (c *Cache) Evict(inos []uint64) (files int, bytes int64) {
+	var doomed []string
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	for _, ino := range inos {
 		if e := c.entries[ino]; e != nil {
 			files++
 			bytes += e.size
-			c.removeLocked(e)
+			doomed = append(doomed, c.removeLocked(e))
 		}
 	}
+	c.mu.Unlock()
+	removeFiles(doomed)
 	return files, bytes
 }
 
-// removeLocked forgets e and deletes its file. c.mu is held.
-func (c *Cache) removeLocked(e *entry) {
+// removeLocked forgets e and returns the path of its file, for the caller to
+// remove once c.mu is released (removeFiles). c.mu is held.
+func (c *Cache) removeLocked(e *entry) string {
 	delete(c.entries, e.ino)
 	c.lru.Remove(e.elem)
 	c.used -= e.size
 	c.dirty[e.ino] = struct{}{}
-	_ = os.Remove(c.filePath(e.ino))
 	c.met.setUsage(c.used, len(c.entries))
+	return c.filePath(e.ino, e.seq)
 }
 
 // OnEvict registers fn to be called (outside the lock) with each file the
@@ -562,6 +609,8 @@ func (c *Cache) reserve(ino uint64, n int64, mode FillMode) error {
 		return fmt.Errorf("%w: %d bytes, budget %d", ErrTooBig, n, c.cfg.Capacity)
 	}
 	var evicted []uint64
+	var doomed []string
+	defer func() { removeFiles(doomed) }() // after c.mu is released
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -600,7 +649,7 @@ func (c *Cache) reserve(ino uint64, n int64, mode FillMode) error {
 		need -= e.size
 		evicted = append(evicted, e.ino)
 		c.rememberLocked(e)
-		c.removeLocked(e)
+		doomed = append(doomed, c.removeLocked(e))
 	}
 	if need > 0 && c.reserved+n > c.cfg.Capacity {
 		c.mu.Unlock()
@@ -789,7 +838,8 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64, mod
 	if err := tmp.Close(); err != nil {
 		return 0, noSpace(fmt.Errorf("cache: %w", err))
 	}
-	final := c.filePath(ino)
+	seq := c.seq.Add(1)
+	final := c.filePath(ino, seq)
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return 0, fmt.Errorf("cache: %w", err)
 	}
@@ -798,17 +848,17 @@ func (c *Cache) fill(ctx context.Context, src Source, ino uint64, max int64, mod
 	if err := syscall.Stat(final, &st); err != nil {
 		return 0, fmt.Errorf("cache: %w", err)
 	}
-	e := &entry{ino: ino, ver: ver, size: size, crc: h.Sum32(), fctime: st.Ctim.Nano(), lastUse: time.Now().UnixNano(), verified: true}
+	e := &entry{ino: ino, ver: ver, size: size, crc: h.Sum32(), fctime: st.Ctim.Nano(), lastUse: time.Now().UnixNano(), seq: seq, verified: true}
+	var doomed []string
+	defer func() { removeFiles(doomed) }() // after c.mu is released
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		_ = os.Remove(final)
+		doomed = append(doomed, final)
 		return 0, ErrClosed
 	}
 	if old := c.entries[ino]; old != nil {
-		delete(c.entries, ino)
-		c.lru.Remove(old.elem)
-		c.used -= old.size
+		doomed = append(doomed, c.removeLocked(old))
 	}
 	e.elem = c.lru.PushFront(e)
 	c.entries[ino] = e

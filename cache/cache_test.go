@@ -91,12 +91,12 @@ func TestGetValidates(t *testing.T) {
 		{"intact", func(*testing.T, *Cache, *dirSource) {}, true},
 		{"source changed", func(t *testing.T, c *Cache, src *dirSource) { src.write(t, 1, []byte("new content")) }, false},
 		{"copy truncated", func(t *testing.T, c *Cache, src *dirSource) {
-			if err := os.Truncate(c.filePath(1), 3); err != nil {
+			if err := os.Truncate(copyPath(c, 1), 3); err != nil {
 				t.Fatal(err)
 			}
 		}, false},
 		{"copy corrupted in place", func(t *testing.T, c *Cache, src *dirSource) {
-			f, err := os.OpenFile(c.filePath(1), os.O_WRONLY, 0)
+			f, err := os.OpenFile(copyPath(c, 1), os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -105,7 +105,7 @@ func TestGetValidates(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, false},
-		{"copy deleted", func(t *testing.T, c *Cache, src *dirSource) { _ = os.Remove(c.filePath(1)) }, false},
+		{"copy deleted", func(t *testing.T, c *Cache, src *dirSource) { _ = os.Remove(copyPath(c, 1)) }, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,15 +176,16 @@ func TestRestartKeepsAndChecks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	copy2, copy3 := copyPath(c, 2), copyPath(c, 3)
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// Behind the cache's back: one copy truncated, one corrupted, a stray
 	// file and a partial download left over.
-	if err := os.Truncate(filepath.Join(dir, "files", "2"), 10); err != nil {
+	if err := os.Truncate(copy2, 10); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "files", "3"), []byte(strings.Repeat("x", 50)), 0o600); err != nil {
+	if err := os.WriteFile(copy3, []byte(strings.Repeat("x", 50)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "files", "ff"), []byte("stray"), 0o600); err != nil {
@@ -457,4 +458,11 @@ func TestSpeculativeFillEvictsOnlyOlder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// copyPath is the file holding the copy of ino.
+func copyPath(c *Cache, ino uint64) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.filePath(ino, c.entries[ino].seq)
 }

@@ -152,7 +152,15 @@ func cacheFileOf(t testing.TB, m *Mount, p string) string {
 	if err := syscall.Stat(p, &st); err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(status(t, m).Cache.Dir, "files", strconv.FormatUint(st.Ino, 16))
+	// A copy's file is named by the inode in hex and, since copies got
+	// their own names, a sequence number after a dot.
+	dir := filepath.Join(status(t, m).Cache.Dir, "files")
+	hex := strconv.FormatUint(st.Ino, 16)
+	matches, _ := filepath.Glob(filepath.Join(dir, hex+".*"))
+	if len(matches) == 1 {
+		return matches[0]
+	}
+	return filepath.Join(dir, hex)
 }
 
 func TestCacheServesExactBytes(t *testing.T) {
