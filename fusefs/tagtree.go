@@ -1,5 +1,10 @@
 package fusefs
 
+// Locks in this file: vnode.mu is held while that virtual directory's
+// listing is built (a call to the index, bounded by the tag timeout), so only
+// requests about that directory wait; tagTree.mu and tagTree.hmu are taken
+// alone, never while another lock is held.
+
 import (
 	"context"
 	"errors"

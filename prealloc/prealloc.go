@@ -11,6 +11,10 @@
 // reused or removed.
 package prealloc
 
+// Lock order in this file: entry.mu (one pending name: held while it lands,
+// across the volume calls of its rename, so only requests about that name
+// wait), then Manager.mu (the pools and name maps, taken briefly).
+
 import (
 	"context"
 	"errors"

@@ -4,6 +4,10 @@
 // index change is queued and retried, so tagging never blocks on the graph.
 package tagging
 
+// Lock order in this file: Service.locks[i] (one file's read-modify-write of
+// its tags), then Service.mu (the queue of index changes), then Service.kmu
+// (the set of files known to be tagged).
+
 import (
 	"context"
 	"errors"
