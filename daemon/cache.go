@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -22,6 +21,7 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/graph"
+	"github.com/disgrafs/disgrafs/volume"
 )
 
 // CacheConfig configures the whole-file cache and the prefetcher.
@@ -104,7 +104,7 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 		TTL: cc.TTL, Metrics: st.met,
 	}
 	if cc.Prefetch {
-		st.prefetch = cache.NewPrefetcher(c, st.src, &neighbours{d: d}, cc.PrefetchConfig, d.log.With("component", "prefetch"))
+		st.prefetch = cache.NewPrefetcher(c, st.src, d.ranking(), cc.PrefetchConfig, d.log.With("component", "prefetch"))
 		opts.Prefetch = st.prefetch
 		opts.ReadThroughMax = st.prefetch.MaxFileSize()
 		if d.tags != nil {
@@ -199,192 +199,40 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 	return ci
 }
 
-// neighbours proposes files to prefetch: files sharing the opened file's
-// tags (rarer tags first), files opened together with it before, then the
-// next files of its tags and of its directory in name order.
-type neighbours struct {
-	d *Daemon
+// volumeDirs is the namespace the prefetcher's ranking reads (cache.Dirs).
+type volumeDirs struct{ m meta.Meta }
 
-	mu       sync.Mutex
-	lists    map[string]*nameList // "tag:T" or "dir:INO"
-	counts   map[string]int       // files per tag
-	countsAt time.Time
-}
-
-type nameList struct {
-	at    time.Time
-	files []graph.File   // sorted by name
-	pos   map[uint64]int // inode -> index in files
-}
-
-const listTTL = 10 * time.Second
-
-func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip func(uint64) bool) ([]uint64, error) {
-	var out []uint64
-	seen := map[uint64]bool{ino: true}
-	add := func(id uint64) bool {
-		if !seen[id] {
-			seen[id] = true
-			if skip == nil || !skip(id) {
-				out = append(out, id)
-			}
-		}
-		return len(out) >= limit
-	}
-	d := n.d
-	if d.tags != nil && d.tags.svc.Check() == nil {
-		tags, tagsErr := d.tags.store.TagsOf(ctx, graph.FileID(ino))
-		// With one tag every file of it shares exactly that tag with this
-		// one: all tie, and the tag's name order below says as much.
-		if tagsErr == nil && len(tags) >= 2 && n.postings(ctx, tags) <= relatedPostings {
-			if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
-				for _, s := range rel {
-					if add(uint64(s.File.ID)) {
-						return out, nil
-					}
-				}
-			}
-		}
-		if co, err := d.tags.store.CoAccessed(ctx, graph.FileID(ino), 4*limit, time.Hour, time.Now()); err == nil {
-			for _, s := range co {
-				if add(uint64(s.File.ID)) {
-					return out, nil
-				}
-			}
-		}
-		if tagsErr == nil {
-			for _, t := range tags {
-				l, err := n.list(ctx, "tag:"+t, func() ([]graph.File, error) { return d.tags.store.Files(ctx, []string{t}) })
-				if err != nil {
-					continue
-				}
-				for _, id := range following(l, ino, 8*limit) {
-					if add(id) {
-						return out, nil
-					}
-				}
-			}
-		}
-	}
+func (v volumeDirs) Parent(ctx context.Context, ino uint64) (uint64, error) {
 	var attr meta.Attr
-	mctx := meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0})
-	if d.vol.Meta.GetAttr(mctx, meta.Ino(ino), &attr) == 0 && attr.Parent != 0 {
-		parent := attr.Parent
-		l, err := n.list(ctx, fmt.Sprintf("dir:%d", parent), func() ([]graph.File, error) {
-			var entries []*meta.Entry
-			if st := d.vol.Meta.Readdir(mctx, parent, 1, &entries); st != 0 {
-				return nil, st
-			}
-			files := make([]graph.File, 0, len(entries))
-			for _, e := range entries {
-				if e.Attr.Typ == meta.TypeFile {
-					files = append(files, graph.File{ID: graph.FileID(e.Inode), Name: string(e.Name)})
-				}
-			}
-			return files, nil
-		})
-		if err == nil {
-			for _, id := range following(l, ino, 8*limit) {
-				if add(id) {
-					break
-				}
-			}
-		}
+	if st := v.m.GetAttr(volume.RootContext(ctx), meta.Ino(ino), &attr); st != 0 {
+		return 0, st
 	}
-	return out, nil
+	return uint64(attr.Parent), nil
 }
 
-// relatedPostings bounds the work of ranking an opened file's relatives by
-// shared tags: the sum of its tags' file counts. Ranking scans every file of
-// every tag, and when a tag spans a whole data set (every file of the epoch
-// tagged train) nearly every file ties with every other: the ranking then
-// costs milliseconds of CPU per open and says no more than the next files of
-// the tag in name order, which come next anyway.
-const relatedPostings = 8192
-
-// postings returns the sum of the tags' file counts, from a count of every
-// tag remembered for a few seconds (unknown tags count as huge).
-func (n *neighbours) postings(ctx context.Context, tags []string) int {
-	n.mu.Lock()
-	counts, at := n.counts, n.countsAt
-	n.mu.Unlock()
-	if counts == nil || time.Since(at) >= listTTL {
-		all, err := n.d.tags.store.Tags(ctx)
-		if err != nil {
-			return math.MaxInt
-		}
-		counts = make(map[string]int, len(all))
-		for _, t := range all {
-			counts[t.Tag] = t.Files
-		}
-		n.mu.Lock()
-		n.counts, n.countsAt = counts, time.Now()
-		n.mu.Unlock()
+func (v volumeDirs) Files(ctx context.Context, dir uint64) ([]graph.File, error) {
+	var entries []*meta.Entry
+	if st := v.m.Readdir(volume.RootContext(ctx), meta.Ino(dir), 1, &entries); st != 0 {
+		return nil, st
 	}
-	sum := 0
-	for _, t := range tags {
-		c, ok := counts[t]
-		if !ok {
-			return math.MaxInt
+	files := make([]graph.File, 0, len(entries))
+	for _, e := range entries {
+		if e.Attr.Typ == meta.TypeFile {
+			files = append(files, graph.File{ID: graph.FileID(e.Inode), Name: string(e.Name)})
 		}
-		sum += c
 	}
-	return sum
+	return files, nil
 }
 
-// list returns a name-sorted listing, remembered for a few seconds.
-func (n *neighbours) list(ctx context.Context, key string, load func() ([]graph.File, error)) (*nameList, error) {
-	n.mu.Lock()
-	if n.lists == nil {
-		n.lists = map[string]*nameList{}
+// ranking is the prefetcher's ranking of an opened file's neighbours: the
+// tag index when tags are on and the index answers, and the directory.
+func (d *Daemon) ranking() *cache.Ranking {
+	dirs := volumeDirs{d.vol.Meta}
+	if d.tags == nil {
+		return cache.NewRanking(nil, nil, dirs)
 	}
-	l := n.lists[key]
-	n.mu.Unlock()
-	if l != nil && time.Since(l.at) < listTTL {
-		return l, nil
-	}
-	files, err := load()
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(files, func(a, b graph.File) int {
-		if a.Name != b.Name {
-			if a.Name < b.Name {
-				return -1
-			}
-			return 1
-		}
-		return int(a.ID) - int(b.ID)
-	})
-	l = &nameList{at: time.Now(), files: files, pos: make(map[uint64]int, len(files))}
-	for i, f := range files {
-		if _, dup := l.pos[uint64(f.ID)]; !dup {
-			l.pos[uint64(f.ID)] = i
-		}
-	}
-	n.mu.Lock()
-	if len(n.lists) > 1024 {
-		n.lists = map[string]*nameList{}
-	}
-	n.lists[key] = l
-	n.mu.Unlock()
-	return l, nil
-}
-
-// following returns up to limit files after ino in l's name order.
-func following(l *nameList, ino uint64, limit int) []uint64 {
-	i, ok := l.pos[ino]
-	if !ok {
-		return nil
-	}
-	var out []uint64
-	for _, f := range l.files[i+1:] {
-		if len(out) >= limit {
-			break
-		}
-		out = append(out, uint64(f.ID))
-	}
-	return out
+	svc := d.tags.svc
+	return cache.NewRanking(d.tags.store, func() bool { return svc.Check() == nil }, dirs)
 }
 
 // registerCacheControl serves warmup.
