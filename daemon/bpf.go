@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/juicedata/juicefs/pkg/meta"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/disgrafs/disgrafs/bpf"
@@ -34,11 +33,7 @@ type bpfState struct {
 	reason string // why it is off; empty when on
 	tracer bpf.Source
 
-	enabled   prometheus.Gauge
-	readBytes *prometheus.CounterVec
-	readCalls *prometheus.CounterVec
-	opens     prometheus.Counter
-	fuse      *fuseCollector
+	met *bpf.Metrics
 
 	mu       sync.Mutex
 	sinks    []func(bpf.Drained)
@@ -59,28 +54,10 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 	if mode == "" {
 		mode = BPFAuto
 	}
-	s := &bpfState{
-		mode: mode,
-		enabled: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bpf_enabled", Help: "1 when eBPF read accounting runs on this mount, 0 when it is off or could not load (see 'disgrafs status').",
-		}),
-		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "read_bytes_total", Help: "Bytes applications read from the mount, by source: passthrough (backing file), page_cache, daemon (FUSE READ). From eBPF.",
-		}, []string{"source"}),
-		readCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "read_calls_total", Help: "Read system calls on the mount's files, by class: passthrough, cached, direct. From eBPF.",
-		}, []string{"class"}),
-		opens: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bpf_open_events_total", Help: "Opens of files on the mount seen by eBPF.",
-		}),
-		fuse: &fuseCollector{desc: prometheus.NewDesc("fuse_request_duration_seconds",
-			"Time from the kernel queueing a FUSE request of this mount to its reply, by opcode. From eBPF.", []string{"opcode"}, nil)},
-	}
+	s := &bpfState{mode: mode, met: bpf.NewMetrics()}
 	d.bpf = s
-	for _, c := range []prometheus.Collector{s.enabled, s.readBytes, s.readCalls, s.opens, s.fuse} {
-		if err := d.reg.DisGraFS.Register(c); err != nil {
-			return fmt.Errorf("bpf metrics: %w", err)
-		}
+	if err := s.met.Register(d.reg.Subsystem); err != nil {
+		return fmt.Errorf("bpf metrics: %w", err)
 	}
 	if mode == BPFOff {
 		s.reason = "turned off (--bpf=off)"
@@ -100,7 +77,7 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 		return nil
 	}
 	s.tracer = tr
-	s.enabled.Set(1)
+	s.met.SetEnabled(true)
 	bctx, cancel := context.WithCancel(context.Background())
 	s.stop, s.done = cancel, make(chan struct{})
 	go s.loop(bctx, d)
@@ -147,17 +124,7 @@ func (s *bpfState) drain(d *Daemon) {
 		}
 		return
 	}
-	var sum bpf.Split
-	var calls [3]uint64
-	for _, in := range dr.Inodes {
-		sp := in.Split()
-		sum.Passthrough += sp.Passthrough
-		sum.PageCache += sp.PageCache
-		sum.Daemon += sp.Daemon
-		for c := range calls {
-			calls[c] += in.Calls[c]
-		}
-	}
+	sum, calls := dr.Totals()
 	top := s.topOf(dr, sum, calls)
 	s.mu.Lock()
 	s.last = top
@@ -175,14 +142,7 @@ func (s *bpfState) drain(d *Daemon) {
 	}
 	// The counters move after the sinks ran: a scrape that shows a read has
 	// been drained also knows that the cache's recency has seen it.
-	s.readBytes.WithLabelValues("passthrough").Add(float64(sum.Passthrough))
-	s.readBytes.WithLabelValues("page_cache").Add(float64(sum.PageCache))
-	s.readBytes.WithLabelValues("daemon").Add(float64(sum.Daemon))
-	for c, n := range calls {
-		s.readCalls.WithLabelValues(bpf.Class(c).String()).Add(float64(n))
-	}
-	s.opens.Add(float64(len(dr.Opens)))
-	s.fuse.set(dr.Fuse)
+	s.met.Observe(dr)
 }
 
 // topFiles is how many files GET bpf/top lists.
@@ -261,7 +221,7 @@ func (d *Daemon) stopBPF() {
 	if err := s.tracer.Close(); err != nil {
 		d.log.Warn("detaching eBPF programs", "error", err)
 	}
-	s.enabled.Set(0)
+	s.met.SetEnabled(false)
 	s.mu.Lock()
 	s.reason = "stopped"
 	s.tracer = nil
@@ -285,39 +245,4 @@ func (d *Daemon) bpfInfo() *control.BPFInfo {
 		info.ProgramIDs = s.tracer.ProgramIDs()
 	}
 	return &info
-}
-
-// fuseCollector exports the cumulative FUSE latency histograms of the last drain.
-type fuseCollector struct {
-	desc *prometheus.Desc
-	mu   sync.Mutex
-	ops  []bpf.FuseOp
-}
-
-func (c *fuseCollector) set(ops []bpf.FuseOp) {
-	c.mu.Lock()
-	c.ops = ops
-	c.mu.Unlock()
-}
-
-func (c *fuseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *fuseCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	ops := c.ops
-	c.mu.Unlock()
-	for _, op := range ops {
-		buckets := make(map[float64]uint64, bpf.LatencyBuckets-1)
-		var cum uint64
-		for b := 0; b < bpf.LatencyBuckets-1; b++ {
-			cum += op.Buckets[b]
-			buckets[bpf.BucketBound(b).Seconds()] = cum
-		}
-		m, err := prometheus.NewConstHistogram(c.desc, op.Count, op.Sum.Seconds(), buckets, op.Name)
-		if err != nil {
-			ch <- prometheus.NewInvalidMetric(c.desc, err)
-			continue
-		}
-		ch <- m
-	}
 }
