@@ -29,26 +29,25 @@ const bpfDrainInterval = time.Second
 // bpfState is the daemon's eBPF read accounting: the tracer when it loaded,
 // the reason when not, and the metrics fed from it.
 type bpfState struct {
-	mode   string
-	reason string // why it is off; empty when on
-	tracer bpf.Source
+	mode string
+	met  *bpf.Metrics
 
-	met *bpf.Metrics
-
+	// mu guards what status and top read while the drain job writes it.
+	// Nothing under it calls into the kernel or the cache.
 	mu       sync.Mutex
+	reason   string     // why it is off; empty when on
+	tracer   bpf.Source // nil when off; set before the drain job starts, cleared by it when it ends
+	progIDs  []uint32   // the tracer's programs
 	sinks    []func(bpf.Drained)
 	totals   control.BPFInfo // cumulative, for status
 	lastErr  string
 	last     control.BPFTop // the last interval, for top
-	lastAt   time.Time
+	lastAt   time.Time      // drain job only
 	prevFuse map[uint32]bpf.FuseOp
-
-	stop context.CancelFunc
-	done chan struct{}
 }
 
 // startBPF loads the read accounting for the mount according to the --bpf
-// mode and starts draining it. It fails only in mode "on".
+// mode; runBPF starts draining it. It fails only in mode "on".
 func (d *Daemon) startBPF(ctx context.Context) error {
 	mode := d.cfg.BPF
 	if mode == "" {
@@ -76,11 +75,11 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 		d.log.Warn("eBPF read accounting unavailable, running without it (the daemon counts the opens it serves)", "reason", s.reason)
 		return nil
 	}
-	s.tracer = tr
+	ids := tr.ProgramIDs()
+	s.mu.Lock()
+	s.tracer, s.progIDs = tr, ids
+	s.mu.Unlock()
 	s.met.SetEnabled(true)
-	bctx, cancel := context.WithCancel(context.Background())
-	s.stop, s.done = cancel, make(chan struct{})
-	go s.loop(bctx, d)
 	d.log.Info("eBPF read accounting on", "dev", fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)))
 	return nil
 }
@@ -97,23 +96,39 @@ func (d *Daemon) AddBPFSink(f func(bpf.Drained)) {
 	d.bpf.mu.Unlock()
 }
 
-func (s *bpfState) loop(ctx context.Context, d *Daemon) {
-	defer close(s.done)
+// runBPF starts the drain job: it drains every bpfDrainInterval, once more
+// when the background work stops, then detaches the programs.
+func (d *Daemon) runBPF() {
+	s := d.bpf
+	if s == nil || s.tracer == nil {
+		return
+	}
+	tr := s.tracer
+	started := d.run.Go("eBPF drain", func(ctx context.Context) {
+		s.loop(ctx, d, tr)
+		s.detach(d, tr)
+	})
+	if !started {
+		s.detach(d, tr)
+	}
+}
+
+func (s *bpfState) loop(ctx context.Context, d *Daemon, tr bpf.Source) {
 	t := time.NewTicker(bpfDrainInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			s.drain(d) // what happened since the last tick
+			s.drain(d, tr) // what happened since the last tick
 			return
 		case <-t.C:
-			s.drain(d)
+			s.drain(d, tr)
 		}
 	}
 }
 
-func (s *bpfState) drain(d *Daemon) {
-	dr, err := s.tracer.Drain()
+func (s *bpfState) drain(d *Daemon, tr bpf.Source) {
+	dr, err := tr.Drain()
 	if err != nil {
 		s.mu.Lock()
 		first := s.lastErr == ""
@@ -207,18 +222,9 @@ func (d *Daemon) bpfTop() control.BPFTop {
 	return t
 }
 
-// stopBPF drains one last time and detaches everything.
-func (d *Daemon) stopBPF() {
-	s := d.bpf
-	if s == nil || s.tracer == nil {
-		return
-	}
-	if s.stop != nil {
-		s.stop()
-		<-s.done
-		s.stop = nil
-	}
-	if err := s.tracer.Close(); err != nil {
+// detach detaches the programs and frees the maps.
+func (s *bpfState) detach(d *Daemon, tr bpf.Source) {
+	if err := tr.Close(); err != nil {
 		d.log.Warn("detaching eBPF programs", "error", err)
 	}
 	s.met.SetEnabled(false)
@@ -242,7 +248,7 @@ func (d *Daemon) bpfInfo() *control.BPFInfo {
 	info.Reason = s.reason
 	info.Error = s.lastErr
 	if s.tracer != nil {
-		info.ProgramIDs = s.tracer.ProgramIDs()
+		info.ProgramIDs = s.progIDs
 	}
 	return &info
 }

@@ -49,9 +49,6 @@ type cacheState struct {
 	learner  *cache.Learner
 	dir      string
 
-	running sync.WaitGroup // the prefetcher and the learner
-	closed  bool
-
 	mu      sync.Mutex
 	warmups []*warmupJob
 }
@@ -61,7 +58,6 @@ type warmupJob struct {
 	what     string
 	started  time.Time
 	progress cache.Progress
-	cancel   context.CancelFunc
 }
 
 func (j *warmupJob) set(p cache.Progress) {
@@ -83,8 +79,9 @@ func (d *Daemon) wholeCacheDir() string {
 	return filepath.Join(d.cfg.CacheDir, d.vol.Format.UUID, "files-"+hex.EncodeToString(sum[:4]))
 }
 
-// startCache opens the cache and fills in the FUSE options that serve it.
-func (d *Daemon) startCache(fo *fusefs.Options) error {
+// openCache opens the cache and fills in the FUSE options that serve it;
+// runCache starts its background work.
+func (d *Daemon) openCache(fo *fusefs.Options) error {
 	cc := d.cfg.Cache
 	if cc.Size <= 0 {
 		return nil
@@ -114,59 +111,35 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 	}
 	fo.Cache = opts
 	d.cache = st
-	go c.Run(d.bg)
 	return nil
 }
 
-// runCache starts the background work once the mount serves.
+// runCache starts the cache's background work: saving the index, the
+// prefetcher and the co-access learner.
 func (d *Daemon) runCache() {
 	if d.cache == nil {
 		return
 	}
+	d.run.Go("cache index", d.cache.c.Run)
 	if p := d.cache.prefetch; p != nil {
 		p.SetForeground(d.fs.ForegroundReads)
-		d.cache.running.Add(1)
-		go func() {
-			defer d.cache.running.Done()
-			p.Run(d.bg)
-		}()
+		d.run.Go("prefetcher", p.Run)
 	}
 	if l := d.cache.learner; l != nil {
-		d.cache.running.Add(1)
-		go func() {
-			defer d.cache.running.Done()
-			l.Run(d.bg)
-		}()
+		d.run.Go("co-access learner", l.Run)
 	}
 }
 
-// stopCache waits (briefly) for the background work to stop after d.bg
-// ended, then saves the cache index.
-func (d *Daemon) stopCache() {
-	if d.cache == nil {
-		return
+// flushLearner saves the co-access edges observed since the learner's last
+// flush (the eBPF drain may feed it until the background work stops).
+// Edges are hints for the prefetcher: losing them is not a failure to stop.
+func (d *Daemon) flushLearner() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.cache.learner.Flush(ctx); err != nil {
+		d.log.Warn("saving co-access edges", "error", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		d.cache.running.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		d.log.Warn("prefetches still running at shutdown")
-	}
-	d.closeCache()
-}
-
-func (d *Daemon) closeCache() {
-	if d.cache == nil || d.cache.closed {
-		return
-	}
-	d.cache.closed = true
-	if err := d.cache.c.Close(); err != nil {
-		d.log.Warn("closing the cache", "error", err)
-	}
+	return nil
 }
 
 // cacheInfo is the cache part of the status.
@@ -237,7 +210,7 @@ func (d *Daemon) ranking() *cache.Ranking {
 
 // registerCacheControl serves warmup.
 func (d *Daemon) registerCacheControl() {
-	d.ctl.HandleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
+	d.handleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<20))
 		if err != nil {
 			control.WriteError(w, http.StatusBadRequest, fmt.Errorf("warmup request: %w", err))
@@ -267,11 +240,6 @@ func (d *Daemon) registerCacheControl() {
 			return
 		}
 		job := &warmupJob{what: what, started: time.Now()}
-		ctx, cancel := context.WithCancel(r.Context())
-		if req.Background {
-			ctx, cancel = context.WithCancel(d.bg)
-		}
-		job.cancel = cancel
 		d.cache.mu.Lock()
 		d.cache.warmups = append(d.cache.warmups, job)
 		if len(d.cache.warmups) > 8 {
@@ -279,21 +247,24 @@ func (d *Daemon) registerCacheControl() {
 		}
 		d.cache.mu.Unlock()
 
+		if req.Background {
+			started := d.run.Go("background warmup", func(ctx context.Context) {
+				if _, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, job.set); err != nil && ctx.Err() == nil {
+					d.log.Warn("background warmup", "what", what, "error", err)
+				}
+			})
+			if !started {
+				control.WriteError(w, http.StatusServiceUnavailable, errStopping)
+				return
+			}
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			_ = json.NewEncoder(w).Encode(cache.Progress{Mode: mode, Total: int64(len(inos))})
+			return
+		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
 		flusher, _ := w.(http.Flusher)
-		if req.Background {
-			go func() {
-				defer cancel()
-				_, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, job.set)
-				if err != nil {
-					d.log.Warn("background warmup", "what", what, "error", err)
-				}
-			}()
-			_ = enc.Encode(cache.Progress{Mode: mode, Total: int64(len(inos))})
-			return
-		}
-		defer cancel()
+		ctx := r.Context()
 		var mu sync.Mutex
 		last := time.Time{}
 		report := func(p cache.Progress) {
