@@ -20,7 +20,6 @@ import (
 	"github.com/juicedata/juicefs/pkg/vfs"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/volume"
 )
@@ -29,7 +28,7 @@ import (
 // test Redis ($DISGRAFS_TEST_REDIS).
 type testVolume struct {
 	vol *volume.Volume
-	fs  fusefs.VFSVolume
+	fs  prealloc.Volume
 	dir uint64 // the enabled directory
 }
 
@@ -92,7 +91,7 @@ func openVolume(t *testing.T, kind string) *testVolume {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = v.Close() })
-	tv := &testVolume{vol: v, fs: fusefs.VFSVolume{V: v.VFS}}
+	tv := &testVolume{vol: v, fs: v.PreallocVolume()}
 	ino, st := tv.fs.Mkdir(ctx, 1, "video", 0o755)
 	if st != 0 {
 		t.Fatal(st)
