@@ -89,7 +89,9 @@ func (m *Metrics) SetEnabled(on bool) {
 }
 
 // Observe adds one drain to the counters and keeps its FUSE latency
-// histograms (they are cumulative) for the next scrape.
+// histograms (they are cumulative) for the next scrape. It runs once per
+// drain, never on a read, so it resolves the read series' children itself:
+// they come into being at the first drain.
 func (m *Metrics) Observe(d Drained) {
 	bytes, calls := d.Totals()
 	m.readBytes.WithLabelValues("passthrough").Add(float64(bytes.Passthrough))

@@ -86,7 +86,7 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	if cc.Size <= 0 {
 		return nil
 	}
-	st := &cacheState{met: cache.NewMetrics(d.reg.DisGraFS), dir: d.wholeCacheDir()}
+	st := &cacheState{met: cache.NewMetrics(d.reg.Subsystem), dir: d.wholeCacheDir()}
 	c, err := cache.Open(cache.Config{
 		Dir: st.dir, Capacity: cc.Size, FreeRatio: d.cfg.FreeSpaceRatio,
 		Log: d.log.With("component", "cache"), Metrics: st.met,

@@ -59,7 +59,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 		RenameDelay: pc.RenameDelay,
 		NegativeTTL: pc.NegativeTTL,
 		Volume:      d.vol.PreallocVolume(),
-		Registerer:  d.reg.DisGraFS,
+		Registerer:  d.reg.Subsystem("prealloc"),
 		Log:         d.log,
 	})
 	if err != nil {
