@@ -15,6 +15,11 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 )
 
+// Lock order: bpfState.mu is a leaf. The drain job takes it to record a
+// drain, releases it, then runs the sinks (which take the cache's and the
+// learner's locks); neither the kernel (Drain, Close, program info) nor the
+// metadata engine (paths for top) is called under it.
+
 // BPF modes of --bpf.
 const (
 	BPFOff  = "off"
@@ -33,16 +38,17 @@ type bpfState struct {
 	met  *bpf.Metrics
 
 	// mu guards what status and top read while the drain job writes it.
-	// Nothing under it calls into the kernel or the cache.
-	mu       sync.Mutex
-	reason   string     // why it is off; empty when on
-	tracer   bpf.Source // nil when off; set before the drain job starts, cleared by it when it ends
-	progIDs  []uint32   // the tracer's programs
-	sinks    []func(bpf.Drained)
-	totals   control.BPFInfo // cumulative, for status
-	lastErr  string
-	last     control.BPFTop // the last interval, for top
-	lastAt   time.Time      // drain job only
+	mu      sync.Mutex
+	reason  string     // why it is off; empty when on
+	tracer  bpf.Source // nil when off; set before the drain job starts, cleared by it when it ends
+	progIDs []uint32   // the tracer's programs
+	sinks   []func(bpf.Drained)
+	totals  control.BPFInfo // cumulative, for status
+	lastErr string
+	last    control.BPFTop // the last interval, for top
+
+	// The drain job's own, never shared.
+	lastAt   time.Time
 	prevFuse map[uint32]bpf.FuseOp
 }
 

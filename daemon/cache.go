@@ -24,6 +24,12 @@ import (
 	"github.com/disgrafs/disgrafs/volume"
 )
 
+// Lock order: cacheState.mu before warmupJob.mu (the status lists the
+// warmups' progress under cacheState.mu). The cache's own locks (Cache,
+// Prefetcher) are never taken under either: Stats and QueueLen are asked
+// before. A foreground warmup's report lock serializes the writes of its
+// progress to its own client; only that warmup's workers wait for it.
+
 // CacheConfig configures the whole-file cache and the prefetcher.
 type CacheConfig struct {
 	// Size is the budget in bytes; 0 turns the whole-file cache off.
