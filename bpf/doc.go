@@ -22,11 +22,12 @@
 // detaches and frees everything; the links are not pinned, so a killed
 // process leaves nothing behind either.
 //
-// The daemon (package daemon, --bpf) drains every second into its metrics
-// and status and hands every [Drained] to the consumers registered with
-// Daemon.AddBPFSink: the cache (recency and hits of files read through
-// passthrough: the Passthrough counts per inode) and the prefetcher
-// (co-access: the open events, per process, in order).
+// The daemon (package daemon, --bpf) drains every second. Every [Drained]
+// goes first to the consumers registered with Daemon.AddBPFSink: the cache
+// (recency and hits of files read through passthrough: the Passthrough counts
+// per inode) and the prefetcher (co-access: the reads, per process), then to
+// [Metrics.Observe], so that the counters never show a read the cache has
+// not seen.
 //
 // # Where a read's bytes came from
 //

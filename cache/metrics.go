@@ -2,8 +2,8 @@ package cache
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// Metrics are the cache's Prometheus collectors; the registerer given to
-// NewMetrics adds the disgrafs_ prefix and the node's labels. A nil
+// Metrics are the cache's Prometheus collectors, in four subsystems:
+// cache_* (the whole-file cache), prefetch_*, warmup_* and coaccess_*. A nil
 // *Metrics counts nothing.
 type Metrics struct {
 	hitFiles, hitBytes, missFiles, missBytes prometheus.Counter
@@ -22,8 +22,11 @@ type Metrics struct {
 	coaccessEdges            prometheus.Counter
 }
 
-// NewMetrics creates the cache's collectors and registers them on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
+// NewMetrics creates the cache's collectors and, unless subsystem is nil,
+// registers each on its subsystem's registerer: subsystem is
+// metrics.Registry.Subsystem, and "hit_files_total" of subsystem "cache" is
+// exported as disgrafs_cache_hit_files_total.
+func NewMetrics(subsystem func(name string) prometheus.Registerer) *Metrics {
 	c := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
 	}
@@ -31,39 +34,41 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
 	}
 	m := &Metrics{
-		hitFiles:         c("cache_hit_files_total", "Opens of regular files served from the whole-file cache."),
-		hitBytes:         c("cache_hit_bytes_total", "Size of the files whose opens were served from the whole-file cache."),
-		missFiles:        c("cache_miss_files_total", "Opens of regular files for reading that the whole-file cache could not serve."),
-		missBytes:        c("cache_miss_bytes_total", "Size of the files whose opens missed the whole-file cache."),
-		evictions:        c("cache_evictions_total", "Files evicted from the whole-file cache to respect its budget."),
-		corruptions:      c("cache_corrupt_files_total", "Cached files found truncated, corrupt or missing, and dropped."),
-		filledFiles:      c("cache_filled_files_total", "Files copied into the whole-file cache."),
-		filledBytes:      c("cache_filled_bytes_total", "Bytes copied into the whole-file cache."),
-		passthroughOpens: c("cache_passthrough_opens_total", "Opens served through FUSE passthrough to a cached file."),
-		fillWaits:        c("cache_fill_waits_total", "Opens that found the file being copied into the cache (a prefetch, a warmup) and waited for the copy."),
-		bytes:            g("cache_bytes", "Bytes held by the whole-file cache."),
-		files:            g("cache_files", "Files held by the whole-file cache."),
-		budget:           g("cache_budget_bytes", "Budget of the whole-file cache."),
-		prefetchQueued:   c("prefetch_queued_total", "Files queued by the prefetcher."),
-		prefetchDone:     c("prefetch_done_total", "Files the prefetcher copied into the cache."),
-		prefetchDropped:  c("prefetch_dropped_total", "Queued prefetches dropped (queue full, stale, or no longer needed)."),
-		prefetchFailed:   c("prefetch_failed_total", "Prefetches that failed (file gone, changed, no space)."),
-		prefetchUsed:     c("prefetch_used_total", "Prefetched files that were opened afterwards."),
-		prefetchWasted:   c("prefetch_wasted_total", "Prefetched files evicted before anyone opened them."),
-		prefetchSkipped:  c("prefetch_skipped_opens_total", "Opens whose neighbours were not looked for because the last ones looked for were all cached already."),
-		prefetchRefused:  c("prefetch_refused_total", "Prefetches refused because the cache is full of files used more recently than the one proposed (often one evicted for lack of room and not used since)."),
-		prefetchQueue:    g("prefetch_queue_length", "Files waiting in the prefetch queue."),
-		prefetchInFlight: g("prefetch_in_flight", "Prefetch work under way: files being copied, and opens whose related files are being looked for. With prefetch_queue_length also 0 the prefetcher is idle."),
-		warmupFiles:      c("warmup_files_total", "Files processed by warmups (cached, already cached or evicted)."),
-		warmupBytes:      c("warmup_bytes_total", "Bytes copied into the cache by warmups."),
-		warmupActive:     g("warmup_active", "Warmups running now."),
-		coaccessEdges:    c("coaccess_edges_total", "Co-access observations sent to the graph store."),
+		hitFiles:         c("hit_files_total", "Opens of regular files served from the whole-file cache."),
+		hitBytes:         c("hit_bytes_total", "Size of the files whose opens were served from the whole-file cache."),
+		missFiles:        c("miss_files_total", "Opens of regular files for reading that the whole-file cache could not serve."),
+		missBytes:        c("miss_bytes_total", "Size of the files whose opens missed the whole-file cache."),
+		evictions:        c("evictions_total", "Files evicted from the whole-file cache to respect its budget."),
+		corruptions:      c("corrupt_files_total", "Cached files found truncated, corrupt or missing, and dropped."),
+		filledFiles:      c("filled_files_total", "Files copied into the whole-file cache."),
+		filledBytes:      c("filled_bytes_total", "Bytes copied into the whole-file cache."),
+		passthroughOpens: c("passthrough_opens_total", "Opens served through FUSE passthrough to a cached file."),
+		fillWaits:        c("fill_waits_total", "Opens that found the file being copied into the cache (a prefetch, a warmup) and waited for the copy."),
+		bytes:            g("bytes", "Bytes held by the whole-file cache."),
+		files:            g("files", "Files held by the whole-file cache."),
+		budget:           g("budget_bytes", "Budget of the whole-file cache."),
+		prefetchQueued:   c("queued_total", "Files queued by the prefetcher."),
+		prefetchDone:     c("done_total", "Files the prefetcher copied into the cache."),
+		prefetchDropped:  c("dropped_total", "Queued prefetches dropped (queue full, stale, or no longer needed)."),
+		prefetchFailed:   c("failed_total", "Prefetches that failed (file gone, changed, no space)."),
+		prefetchUsed:     c("used_total", "Prefetched files that were opened afterwards."),
+		prefetchWasted:   c("wasted_total", "Prefetched files evicted before anyone opened them."),
+		prefetchSkipped:  c("skipped_opens_total", "Opens whose neighbours were not looked for because the last ones looked for were all cached already."),
+		prefetchRefused:  c("refused_total", "Prefetches refused because the cache is full of files used more recently than the one proposed (often one evicted for lack of room and not used since)."),
+		prefetchQueue:    g("queue_length", "Files waiting in the prefetch queue."),
+		prefetchInFlight: g("in_flight", "Prefetch work under way: files being copied, and opens whose related files are being looked for. With prefetch_queue_length also 0 the prefetcher is idle."),
+		warmupFiles:      c("files_total", "Files processed by warmups (cached, already cached or evicted)."),
+		warmupBytes:      c("bytes_total", "Bytes copied into the cache by warmups."),
+		warmupActive:     g("active", "Warmups running now."),
+		coaccessEdges:    c("edges_total", "Co-access observations sent to the graph store."),
 	}
-	if reg != nil {
-		reg.MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
-			m.filledFiles, m.filledBytes, m.passthroughOpens, m.fillWaits, m.bytes, m.files, m.budget,
-			m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
-			m.prefetchWasted, m.prefetchSkipped, m.prefetchRefused, m.prefetchQueue, m.prefetchInFlight, m.warmupFiles, m.warmupBytes, m.warmupActive, m.coaccessEdges)
+	if subsystem != nil {
+		subsystem("cache").MustRegister(m.hitFiles, m.hitBytes, m.missFiles, m.missBytes, m.evictions, m.corruptions,
+			m.filledFiles, m.filledBytes, m.passthroughOpens, m.fillWaits, m.bytes, m.files, m.budget)
+		subsystem("prefetch").MustRegister(m.prefetchQueued, m.prefetchDone, m.prefetchDropped, m.prefetchFailed, m.prefetchUsed,
+			m.prefetchWasted, m.prefetchSkipped, m.prefetchRefused, m.prefetchQueue, m.prefetchInFlight)
+		subsystem("warmup").MustRegister(m.warmupFiles, m.warmupBytes, m.warmupActive)
+		subsystem("coaccess").MustRegister(m.coaccessEdges)
 	}
 	return m
 }

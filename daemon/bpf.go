@@ -9,12 +9,16 @@ import (
 	"time"
 
 	"github.com/juicedata/juicefs/pkg/meta"
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/disgrafs/disgrafs/bpf"
 	"github.com/disgrafs/disgrafs/control"
 )
+
+// Lock order: bpfState.mu is a leaf. The drain job takes it to record a
+// drain, releases it, then runs the sinks (which take the cache's and the
+// learner's locks); neither the kernel (Drain, Close, program info) nor the
+// metadata engine (paths for top) is called under it.
 
 // BPF modes of --bpf.
 const (
@@ -30,57 +34,35 @@ const bpfDrainInterval = time.Second
 // bpfState is the daemon's eBPF read accounting: the tracer when it loaded,
 // the reason when not, and the metrics fed from it.
 type bpfState struct {
-	mode   string
-	reason string // why it is off; empty when on
-	tracer bpf.Source
+	mode string
+	met  *bpf.Metrics
 
-	enabled   prometheus.Gauge
-	readBytes *prometheus.CounterVec
-	readCalls *prometheus.CounterVec
-	opens     prometheus.Counter
-	fuse      *fuseCollector
+	// mu guards what status and top read while the drain job writes it.
+	mu      sync.Mutex
+	reason  string     // why it is off; empty when on
+	tracer  bpf.Source // nil when off; set before the drain job starts, cleared by it when it ends
+	progIDs []uint32   // the tracer's programs
+	sinks   []func(bpf.Drained)
+	totals  control.BPFInfo // cumulative, for status
+	lastErr string
+	last    control.BPFTop // the last interval, for top
 
-	mu       sync.Mutex
-	sinks    []func(bpf.Drained)
-	totals   control.BPFInfo // cumulative, for status
-	lastErr  string
-	last     control.BPFTop // the last interval, for top
+	// The drain job's own, never shared.
 	lastAt   time.Time
 	prevFuse map[uint32]bpf.FuseOp
-
-	stop context.CancelFunc
-	done chan struct{}
 }
 
 // startBPF loads the read accounting for the mount according to the --bpf
-// mode and starts draining it. It fails only in mode "on".
+// mode; runBPF starts draining it. It fails only in mode "on".
 func (d *Daemon) startBPF(ctx context.Context) error {
 	mode := d.cfg.BPF
 	if mode == "" {
 		mode = BPFAuto
 	}
-	s := &bpfState{
-		mode: mode,
-		enabled: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "bpf_enabled", Help: "1 when eBPF read accounting runs on this mount, 0 when it is off or could not load (see 'disgrafs status').",
-		}),
-		readBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "read_bytes_total", Help: "Bytes applications read from the mount, by source: passthrough (backing file), page_cache, daemon (FUSE READ). From eBPF.",
-		}, []string{"source"}),
-		readCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "read_calls_total", Help: "Read system calls on the mount's files, by class: passthrough, cached, direct. From eBPF.",
-		}, []string{"class"}),
-		opens: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bpf_open_events_total", Help: "Opens of files on the mount seen by eBPF.",
-		}),
-		fuse: &fuseCollector{desc: prometheus.NewDesc("fuse_request_duration_seconds",
-			"Time from the kernel queueing a FUSE request of this mount to its reply, by opcode. From eBPF.", []string{"opcode"}, nil)},
-	}
+	s := &bpfState{mode: mode, met: bpf.NewMetrics()}
 	d.bpf = s
-	for _, c := range []prometheus.Collector{s.enabled, s.readBytes, s.readCalls, s.opens, s.fuse} {
-		if err := d.reg.DisGraFS.Register(c); err != nil {
-			return fmt.Errorf("bpf metrics: %w", err)
-		}
+	if err := s.met.Register(d.reg.Subsystem); err != nil {
+		return fmt.Errorf("bpf metrics: %w", err)
 	}
 	if mode == BPFOff {
 		s.reason = "turned off (--bpf=off)"
@@ -99,11 +81,11 @@ func (d *Daemon) startBPF(ctx context.Context) error {
 		d.log.Warn("eBPF read accounting unavailable, running without it (the daemon counts the opens it serves)", "reason", s.reason)
 		return nil
 	}
-	s.tracer = tr
-	s.enabled.Set(1)
-	bctx, cancel := context.WithCancel(context.Background())
-	s.stop, s.done = cancel, make(chan struct{})
-	go s.loop(bctx, d)
+	ids := tr.ProgramIDs()
+	s.mu.Lock()
+	s.tracer, s.progIDs = tr, ids
+	s.mu.Unlock()
+	s.met.SetEnabled(true)
 	d.log.Info("eBPF read accounting on", "dev", fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)))
 	return nil
 }
@@ -120,23 +102,39 @@ func (d *Daemon) AddBPFSink(f func(bpf.Drained)) {
 	d.bpf.mu.Unlock()
 }
 
-func (s *bpfState) loop(ctx context.Context, d *Daemon) {
-	defer close(s.done)
+// runBPF starts the drain job: it drains every bpfDrainInterval, once more
+// when the background work stops, then detaches the programs.
+func (d *Daemon) runBPF() {
+	s := d.bpf
+	if s == nil || s.tracer == nil {
+		return
+	}
+	tr := s.tracer
+	started := d.run.Go("eBPF drain", func(ctx context.Context) {
+		s.loop(ctx, d, tr)
+		s.detach(d, tr)
+	})
+	if !started {
+		s.detach(d, tr)
+	}
+}
+
+func (s *bpfState) loop(ctx context.Context, d *Daemon, tr bpf.Source) {
 	t := time.NewTicker(bpfDrainInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			s.drain(d) // what happened since the last tick
+			s.drain(d, tr) // what happened since the last tick
 			return
 		case <-t.C:
-			s.drain(d)
+			s.drain(d, tr)
 		}
 	}
 }
 
-func (s *bpfState) drain(d *Daemon) {
-	dr, err := s.tracer.Drain()
+func (s *bpfState) drain(d *Daemon, tr bpf.Source) {
+	dr, err := tr.Drain()
 	if err != nil {
 		s.mu.Lock()
 		first := s.lastErr == ""
@@ -147,17 +145,7 @@ func (s *bpfState) drain(d *Daemon) {
 		}
 		return
 	}
-	var sum bpf.Split
-	var calls [3]uint64
-	for _, in := range dr.Inodes {
-		sp := in.Split()
-		sum.Passthrough += sp.Passthrough
-		sum.PageCache += sp.PageCache
-		sum.Daemon += sp.Daemon
-		for c := range calls {
-			calls[c] += in.Calls[c]
-		}
-	}
+	sum, calls := dr.Totals()
 	top := s.topOf(dr, sum, calls)
 	s.mu.Lock()
 	s.last = top
@@ -175,14 +163,7 @@ func (s *bpfState) drain(d *Daemon) {
 	}
 	// The counters move after the sinks ran: a scrape that shows a read has
 	// been drained also knows that the cache's recency has seen it.
-	s.readBytes.WithLabelValues("passthrough").Add(float64(sum.Passthrough))
-	s.readBytes.WithLabelValues("page_cache").Add(float64(sum.PageCache))
-	s.readBytes.WithLabelValues("daemon").Add(float64(sum.Daemon))
-	for c, n := range calls {
-		s.readCalls.WithLabelValues(bpf.Class(c).String()).Add(float64(n))
-	}
-	s.opens.Add(float64(len(dr.Opens)))
-	s.fuse.set(dr.Fuse)
+	s.met.Observe(dr)
 }
 
 // topFiles is how many files GET bpf/top lists.
@@ -247,21 +228,12 @@ func (d *Daemon) bpfTop() control.BPFTop {
 	return t
 }
 
-// stopBPF drains one last time and detaches everything.
-func (d *Daemon) stopBPF() {
-	s := d.bpf
-	if s == nil || s.tracer == nil {
-		return
-	}
-	if s.stop != nil {
-		s.stop()
-		<-s.done
-		s.stop = nil
-	}
-	if err := s.tracer.Close(); err != nil {
+// detach detaches the programs and frees the maps.
+func (s *bpfState) detach(d *Daemon, tr bpf.Source) {
+	if err := tr.Close(); err != nil {
 		d.log.Warn("detaching eBPF programs", "error", err)
 	}
-	s.enabled.Set(0)
+	s.met.SetEnabled(false)
 	s.mu.Lock()
 	s.reason = "stopped"
 	s.tracer = nil
@@ -282,42 +254,7 @@ func (d *Daemon) bpfInfo() *control.BPFInfo {
 	info.Reason = s.reason
 	info.Error = s.lastErr
 	if s.tracer != nil {
-		info.ProgramIDs = s.tracer.ProgramIDs()
+		info.ProgramIDs = s.progIDs
 	}
 	return &info
-}
-
-// fuseCollector exports the cumulative FUSE latency histograms of the last drain.
-type fuseCollector struct {
-	desc *prometheus.Desc
-	mu   sync.Mutex
-	ops  []bpf.FuseOp
-}
-
-func (c *fuseCollector) set(ops []bpf.FuseOp) {
-	c.mu.Lock()
-	c.ops = ops
-	c.mu.Unlock()
-}
-
-func (c *fuseCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-func (c *fuseCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	ops := c.ops
-	c.mu.Unlock()
-	for _, op := range ops {
-		buckets := make(map[float64]uint64, bpf.LatencyBuckets-1)
-		var cum uint64
-		for b := 0; b < bpf.LatencyBuckets-1; b++ {
-			cum += op.Buckets[b]
-			buckets[bpf.BucketBound(b).Seconds()] = cum
-		}
-		m, err := prometheus.NewConstHistogram(c.desc, op.Count, op.Sum.Seconds(), buckets, op.Name)
-		if err != nil {
-			ch <- prometheus.NewInvalidMetric(c.desc, err)
-			continue
-		}
-		ch <- m
-	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -22,7 +21,14 @@ import (
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/graph"
+	"github.com/disgrafs/disgrafs/volume"
 )
+
+// Lock order: cacheState.mu before warmupJob.mu (the status lists the
+// warmups' progress under cacheState.mu). The cache's own locks (Cache,
+// Prefetcher) are never taken under either: Stats and QueueLen are asked
+// before. A foreground warmup's report lock serializes the writes of its
+// progress to its own client; only that warmup's workers wait for it.
 
 // CacheConfig configures the whole-file cache and the prefetcher.
 type CacheConfig struct {
@@ -49,9 +55,6 @@ type cacheState struct {
 	learner  *cache.Learner
 	dir      string
 
-	running sync.WaitGroup // the prefetcher and the learner
-	closed  bool
-
 	mu      sync.Mutex
 	warmups []*warmupJob
 }
@@ -61,7 +64,6 @@ type warmupJob struct {
 	what     string
 	started  time.Time
 	progress cache.Progress
-	cancel   context.CancelFunc
 }
 
 func (j *warmupJob) set(p cache.Progress) {
@@ -83,13 +85,14 @@ func (d *Daemon) wholeCacheDir() string {
 	return filepath.Join(d.cfg.CacheDir, d.vol.Format.UUID, "files-"+hex.EncodeToString(sum[:4]))
 }
 
-// startCache opens the cache and fills in the FUSE options that serve it.
-func (d *Daemon) startCache(fo *fusefs.Options) error {
+// openCache opens the cache and fills in the FUSE options that serve it;
+// runCache starts its background work.
+func (d *Daemon) openCache(fo *fusefs.Options) error {
 	cc := d.cfg.Cache
 	if cc.Size <= 0 {
 		return nil
 	}
-	st := &cacheState{met: cache.NewMetrics(d.reg.DisGraFS), dir: d.wholeCacheDir()}
+	st := &cacheState{met: cache.NewMetrics(d.reg.Subsystem), dir: d.wholeCacheDir()}
 	c, err := cache.Open(cache.Config{
 		Dir: st.dir, Capacity: cc.Size, FreeRatio: d.cfg.FreeSpaceRatio,
 		Log: d.log.With("component", "cache"), Metrics: st.met,
@@ -104,7 +107,7 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 		TTL: cc.TTL, Metrics: st.met,
 	}
 	if cc.Prefetch {
-		st.prefetch = cache.NewPrefetcher(c, st.src, &neighbours{d: d}, cc.PrefetchConfig, d.log.With("component", "prefetch"))
+		st.prefetch = cache.NewPrefetcher(c, st.src, d.ranking(), cc.PrefetchConfig, d.log.With("component", "prefetch"))
 		opts.Prefetch = st.prefetch
 		opts.ReadThroughMax = st.prefetch.MaxFileSize()
 		if d.tags != nil {
@@ -114,59 +117,35 @@ func (d *Daemon) startCache(fo *fusefs.Options) error {
 	}
 	fo.Cache = opts
 	d.cache = st
-	go c.Run(d.bg)
 	return nil
 }
 
-// runCache starts the background work once the mount serves.
+// runCache starts the cache's background work: saving the index, the
+// prefetcher and the co-access learner.
 func (d *Daemon) runCache() {
 	if d.cache == nil {
 		return
 	}
+	d.run.Go("cache index", d.cache.c.Run)
 	if p := d.cache.prefetch; p != nil {
 		p.SetForeground(d.fs.ForegroundReads)
-		d.cache.running.Add(1)
-		go func() {
-			defer d.cache.running.Done()
-			p.Run(d.bg)
-		}()
+		d.run.Go("prefetcher", p.Run)
 	}
 	if l := d.cache.learner; l != nil {
-		d.cache.running.Add(1)
-		go func() {
-			defer d.cache.running.Done()
-			l.Run(d.bg)
-		}()
+		d.run.Go("co-access learner", l.Run)
 	}
 }
 
-// stopCache waits (briefly) for the background work to stop after d.bg
-// ended, then saves the cache index.
-func (d *Daemon) stopCache() {
-	if d.cache == nil {
-		return
+// flushLearner saves the co-access edges observed since the learner's last
+// flush (the eBPF drain may feed it until the background work stops).
+// Edges are hints for the prefetcher: losing them is not a failure to stop.
+func (d *Daemon) flushLearner() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.cache.learner.Flush(ctx); err != nil {
+		d.log.Warn("saving co-access edges", "error", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		d.cache.running.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		d.log.Warn("prefetches still running at shutdown")
-	}
-	d.closeCache()
-}
-
-func (d *Daemon) closeCache() {
-	if d.cache == nil || d.cache.closed {
-		return
-	}
-	d.cache.closed = true
-	if err := d.cache.c.Close(); err != nil {
-		d.log.Warn("closing the cache", "error", err)
-	}
+	return nil
 }
 
 // cacheInfo is the cache part of the status.
@@ -199,197 +178,45 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 	return ci
 }
 
-// neighbours proposes files to prefetch: files sharing the opened file's
-// tags (rarer tags first), files opened together with it before, then the
-// next files of its tags and of its directory in name order.
-type neighbours struct {
-	d *Daemon
+// volumeDirs is the namespace the prefetcher's ranking reads (cache.Dirs).
+type volumeDirs struct{ m meta.Meta }
 
-	mu       sync.Mutex
-	lists    map[string]*nameList // "tag:T" or "dir:INO"
-	counts   map[string]int       // files per tag
-	countsAt time.Time
-}
-
-type nameList struct {
-	at    time.Time
-	files []graph.File   // sorted by name
-	pos   map[uint64]int // inode -> index in files
-}
-
-const listTTL = 10 * time.Second
-
-func (n *neighbours) Neighbours(ctx context.Context, ino uint64, limit int, skip func(uint64) bool) ([]uint64, error) {
-	var out []uint64
-	seen := map[uint64]bool{ino: true}
-	add := func(id uint64) bool {
-		if !seen[id] {
-			seen[id] = true
-			if skip == nil || !skip(id) {
-				out = append(out, id)
-			}
-		}
-		return len(out) >= limit
-	}
-	d := n.d
-	if d.tags != nil && d.tags.svc.Check() == nil {
-		tags, tagsErr := d.tags.store.TagsOf(ctx, graph.FileID(ino))
-		// With one tag every file of it shares exactly that tag with this
-		// one: all tie, and the tag's name order below says as much.
-		if tagsErr == nil && len(tags) >= 2 && n.postings(ctx, tags) <= relatedPostings {
-			if rel, err := d.tags.store.Related(ctx, graph.FileID(ino), 4*limit); err == nil {
-				for _, s := range rel {
-					if add(uint64(s.File.ID)) {
-						return out, nil
-					}
-				}
-			}
-		}
-		if co, err := d.tags.store.CoAccessed(ctx, graph.FileID(ino), 4*limit, time.Hour, time.Now()); err == nil {
-			for _, s := range co {
-				if add(uint64(s.File.ID)) {
-					return out, nil
-				}
-			}
-		}
-		if tagsErr == nil {
-			for _, t := range tags {
-				l, err := n.list(ctx, "tag:"+t, func() ([]graph.File, error) { return d.tags.store.Files(ctx, []string{t}) })
-				if err != nil {
-					continue
-				}
-				for _, id := range following(l, ino, 8*limit) {
-					if add(id) {
-						return out, nil
-					}
-				}
-			}
-		}
-	}
+func (v volumeDirs) Parent(ctx context.Context, ino uint64) (uint64, error) {
 	var attr meta.Attr
-	mctx := meta.WrapWithoutCancel(ctx, 0, 0, []uint32{0})
-	if d.vol.Meta.GetAttr(mctx, meta.Ino(ino), &attr) == 0 && attr.Parent != 0 {
-		parent := attr.Parent
-		l, err := n.list(ctx, fmt.Sprintf("dir:%d", parent), func() ([]graph.File, error) {
-			var entries []*meta.Entry
-			if st := d.vol.Meta.Readdir(mctx, parent, 1, &entries); st != 0 {
-				return nil, st
-			}
-			files := make([]graph.File, 0, len(entries))
-			for _, e := range entries {
-				if e.Attr.Typ == meta.TypeFile {
-					files = append(files, graph.File{ID: graph.FileID(e.Inode), Name: string(e.Name)})
-				}
-			}
-			return files, nil
-		})
-		if err == nil {
-			for _, id := range following(l, ino, 8*limit) {
-				if add(id) {
-					break
-				}
-			}
-		}
+	if st := v.m.GetAttr(volume.RootContext(ctx), meta.Ino(ino), &attr); st != 0 {
+		return 0, st
 	}
-	return out, nil
+	return uint64(attr.Parent), nil
 }
 
-// relatedPostings bounds the work of ranking an opened file's relatives by
-// shared tags: the sum of its tags' file counts. Ranking scans every file of
-// every tag, and when a tag spans a whole data set (every file of the epoch
-// tagged train) nearly every file ties with every other: the ranking then
-// costs milliseconds of CPU per open and says no more than the next files of
-// the tag in name order, which come next anyway.
-const relatedPostings = 8192
-
-// postings returns the sum of the tags' file counts, from a count of every
-// tag remembered for a few seconds (unknown tags count as huge).
-func (n *neighbours) postings(ctx context.Context, tags []string) int {
-	n.mu.Lock()
-	counts, at := n.counts, n.countsAt
-	n.mu.Unlock()
-	if counts == nil || time.Since(at) >= listTTL {
-		all, err := n.d.tags.store.Tags(ctx)
-		if err != nil {
-			return math.MaxInt
-		}
-		counts = make(map[string]int, len(all))
-		for _, t := range all {
-			counts[t.Tag] = t.Files
-		}
-		n.mu.Lock()
-		n.counts, n.countsAt = counts, time.Now()
-		n.mu.Unlock()
+func (v volumeDirs) Files(ctx context.Context, dir uint64) ([]graph.File, error) {
+	var entries []*meta.Entry
+	if st := v.m.Readdir(volume.RootContext(ctx), meta.Ino(dir), 1, &entries); st != 0 {
+		return nil, st
 	}
-	sum := 0
-	for _, t := range tags {
-		c, ok := counts[t]
-		if !ok {
-			return math.MaxInt
+	files := make([]graph.File, 0, len(entries))
+	for _, e := range entries {
+		if e.Attr.Typ == meta.TypeFile {
+			files = append(files, graph.File{ID: graph.FileID(e.Inode), Name: string(e.Name)})
 		}
-		sum += c
 	}
-	return sum
+	return files, nil
 }
 
-// list returns a name-sorted listing, remembered for a few seconds.
-func (n *neighbours) list(ctx context.Context, key string, load func() ([]graph.File, error)) (*nameList, error) {
-	n.mu.Lock()
-	if n.lists == nil {
-		n.lists = map[string]*nameList{}
+// ranking is the prefetcher's ranking of an opened file's neighbours: the
+// tag index when tags are on and the index answers, and the directory.
+func (d *Daemon) ranking() *cache.Ranking {
+	dirs := volumeDirs{d.vol.Meta}
+	if d.tags == nil {
+		return cache.NewRanking(nil, nil, dirs)
 	}
-	l := n.lists[key]
-	n.mu.Unlock()
-	if l != nil && time.Since(l.at) < listTTL {
-		return l, nil
-	}
-	files, err := load()
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(files, func(a, b graph.File) int {
-		if a.Name != b.Name {
-			if a.Name < b.Name {
-				return -1
-			}
-			return 1
-		}
-		return int(a.ID) - int(b.ID)
-	})
-	l = &nameList{at: time.Now(), files: files, pos: make(map[uint64]int, len(files))}
-	for i, f := range files {
-		if _, dup := l.pos[uint64(f.ID)]; !dup {
-			l.pos[uint64(f.ID)] = i
-		}
-	}
-	n.mu.Lock()
-	if len(n.lists) > 1024 {
-		n.lists = map[string]*nameList{}
-	}
-	n.lists[key] = l
-	n.mu.Unlock()
-	return l, nil
-}
-
-// following returns up to limit files after ino in l's name order.
-func following(l *nameList, ino uint64, limit int) []uint64 {
-	i, ok := l.pos[ino]
-	if !ok {
-		return nil
-	}
-	var out []uint64
-	for _, f := range l.files[i+1:] {
-		if len(out) >= limit {
-			break
-		}
-		out = append(out, uint64(f.ID))
-	}
-	return out
+	svc := d.tags.svc
+	return cache.NewRanking(d.tags.store, func() bool { return svc.Check() == nil }, dirs)
 }
 
 // registerCacheControl serves warmup.
 func (d *Daemon) registerCacheControl() {
-	d.ctl.HandleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
+	d.handleRaw("POST", "warmup", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 256<<20))
 		if err != nil {
 			control.WriteError(w, http.StatusBadRequest, fmt.Errorf("warmup request: %w", err))
@@ -419,11 +246,6 @@ func (d *Daemon) registerCacheControl() {
 			return
 		}
 		job := &warmupJob{what: what, started: time.Now()}
-		ctx, cancel := context.WithCancel(r.Context())
-		if req.Background {
-			ctx, cancel = context.WithCancel(d.bg)
-		}
-		job.cancel = cancel
 		d.cache.mu.Lock()
 		d.cache.warmups = append(d.cache.warmups, job)
 		if len(d.cache.warmups) > 8 {
@@ -431,21 +253,24 @@ func (d *Daemon) registerCacheControl() {
 		}
 		d.cache.mu.Unlock()
 
+		if req.Background {
+			started := d.run.Go("background warmup", func(ctx context.Context) {
+				if _, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, job.set); err != nil && ctx.Err() == nil {
+					d.log.Warn("background warmup", "what", what, "error", err)
+				}
+			})
+			if !started {
+				control.WriteError(w, http.StatusServiceUnavailable, errStopping)
+				return
+			}
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			_ = json.NewEncoder(w).Encode(cache.Progress{Mode: mode, Total: int64(len(inos))})
+			return
+		}
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
 		flusher, _ := w.(http.Flusher)
-		if req.Background {
-			go func() {
-				defer cancel()
-				_, err := d.cache.c.Warmup(ctx, d.cache.src, inos, mode, req.Threads, job.set)
-				if err != nil {
-					d.log.Warn("background warmup", "what", what, "error", err)
-				}
-			}()
-			_ = enc.Encode(cache.Progress{Mode: mode, Total: int64(len(inos))})
-			return
-		}
-		defer cancel()
+		ctx := r.Context()
 		var mu sync.Mutex
 		last := time.Time{}
 		report := func(p cache.Progress) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -72,9 +73,16 @@ type Daemon struct {
 	bpf     *bpfState
 	pre     *prealloc.Manager
 	names   *names.Index // the mount's one name index (fusefs feeds it)
-	bg      context.Context
-	stopBg  context.CancelFunc
 	obs     observer
+
+	// stops undoes start, last step first (shutdown and a failed start).
+	stops *stopStack
+	// run owns every goroutine the daemon starts but the FUSE server's.
+	run *runGroup
+	// requests is the context of control requests: it ends when the
+	// control socket closes or the background work stops.
+	requests    context.Context
+	endRequests context.CancelFunc
 
 	stop chan control.UnmountRequest
 }
@@ -113,13 +121,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if err := CheckFuse(cfg.FuseDevice); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, log: log, paths: control.PathsFor(mp), started: time.Now(), stop: make(chan control.UnmountRequest, 1)}
-	var cleanups []func()
+	d := &Daemon{cfg: cfg, log: log, paths: control.PathsFor(mp), started: time.Now(), stop: make(chan control.UnmountRequest, 1),
+		stops: &stopStack{log: log}}
+	// Every step below that needs undoing pushes its undoing right after it
+	// succeeded; a failure undoes what was done, in reverse order, as
+	// shutdown does.
 	defer func() {
 		if err != nil {
-			for i := len(cleanups) - 1; i >= 0; i-- {
-				cleanups[i]()
-			}
+			_ = d.stops.stopAll()
 		}
 	}()
 
@@ -133,7 +142,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		if err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, func() { d.lock.Close() })
+		d.stops.push("embedded volume lock", d.lock.Close)
 		if metaURL, err = emb.Ensure(ctx); err != nil {
 			return nil, err
 		}
@@ -176,28 +185,30 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		_ = conn.Close()
 		return nil, err
 	}
-	cleanups = append(cleanups, func() { _ = d.vol.Close() })
+	d.stops.push("volume", d.closeVolume)
 
-	d.bg, d.stopBg = context.WithCancel(context.Background())
-	cleanups = append(cleanups, d.stopBg)
+	// What the FUSE tree and the background work use: each closes after
+	// the background work stopped.
 	d.names = names.New(maxNames)
 	cfg.FS.Names = d.names
 	if cfg.Tags.Enabled {
-		if err := d.startTags(ctx, &cfg.FS); err != nil {
+		if err := d.openTags(ctx, &cfg.FS); err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, func() { _ = d.tags.store.Close() })
+		d.stops.push("graph store", d.tags.store.Close)
 	}
 	if len(cfg.Prealloc.Dirs) > 0 {
 		if err := d.startPrealloc(ctx, &cfg.FS); err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, d.closePrealloc)
+		d.stops.push("pre-allocation", d.closePrealloc)
 	}
-	if err := d.startCache(&cfg.FS); err != nil {
+	if err := d.openCache(&cfg.FS); err != nil {
 		return nil, err
 	}
-	cleanups = append(cleanups, d.closeCache)
+	if d.cache != nil {
+		d.stops.push("whole-file cache", d.cache.c.Close)
+	}
 	cfg.FS.Log = d.log
 	d.fs = fusefs.New(d.vol.VFS, cfg.FS)
 	if d.tags != nil {
@@ -210,9 +221,28 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		fs := d.fs
 		d.tags.auto.SetIdle(func() bool { return fs.Idle(250 * time.Millisecond) })
 	}
+
+	// The background work, and what must happen after it stopped.
+	if d.tags != nil {
+		d.stops.push("tag index marker", d.clearTagsMarker)
+	}
+	if d.cache != nil && d.cache.learner != nil {
+		d.stops.push("co-access edges", d.flushLearner)
+	}
+	d.run = newRunGroup(d.log)
+	d.stops.push("background work", d.run.stop)
+	d.runTags()
+	d.runCache()
+	d.runObserve()
+	if d.tags != nil {
+		// While the index writer still runs.
+		d.stops.push("tag index", d.syncTags)
+	}
+
 	// Answer on the control socket before the mount appears, so that the
 	// CLI never sees a mount without its daemon (requests wait for Ready).
 	d.ctl = control.NewServer()
+	d.requests, d.endRequests = context.WithCancel(d.run.ctx)
 	d.registerControl()
 	d.registerObsControl()
 	if d.tags != nil {
@@ -220,16 +250,14 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	}
 	d.registerCacheControl()
 	if err := d.ctl.Listen(d.paths.Socket); err != nil {
+		d.endRequests()
 		return nil, err
 	}
-	cleanups = append(cleanups, func() {
-		_ = d.ctl.Close(context.Background())
-		_ = os.Remove(d.paths.Pid)
-		_ = os.Remove(d.paths.Info)
-	})
+	d.stops.push("control socket", d.closeControl)
 	info, _ := json.Marshal(control.Info{Pid: os.Getpid(), Mountpoint: mp, LogPath: cfg.LogPath})
 	_ = os.WriteFile(d.paths.Info, info, 0o600)
 	_ = os.WriteFile(d.paths.Pid, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+
 	d.srv, err = fusefs.Mount(d.fs, mp, fusefs.MountConfig{
 		FsName:     "DisGraFS:" + conn.Format.Name,
 		AllowOther: cfg.AllowOther,
@@ -239,28 +267,33 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if err != nil {
 		return nil, err
 	}
+	// The server's loops are its own: they end when the kernel lets go of
+	// the mount, and srv.Wait (serve) waits for them.
 	go d.srv.Serve()
-	cleanups = append(cleanups, func() { d.unmount(false) })
+	d.stops.push("mount", d.unmountIfMounted)
 	if err := d.srv.WaitMount(); err != nil {
 		return nil, fmt.Errorf("mount did not come up: %w", err)
 	}
-	d.runCache()
-	if d.tags != nil && d.markTagsRunning() {
-		d.reindexAfterCrash()
+	if d.tags != nil {
+		d.markTagsRunning()
 	}
-
+	// eBPF attaches to the mount's device, known once it is mounted.
 	if err := d.startBPF(ctx); err != nil {
 		return nil, err
 	}
-	cleanups = append(cleanups, d.stopBPF)
 	d.feedCacheFromBPF()
+	d.runBPF()
 
 	if cfg.MetricsAddr != "" {
 		d.met, err = metrics.Listen(cfg.MetricsAddr, d.reg)
 		if err != nil {
 			return nil, err
 		}
-		cleanups = append(cleanups, func() { _ = d.met.Close(context.Background()) })
+		d.stops.push("metrics listener", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return d.met.Close(ctx)
+		})
 	}
 	d.ctl.Ready()
 	log.Info("mounted", "mountpoint", mp, "volume", conn.Format.Name, "meta", volume.MaskURL(metaURL),
@@ -306,14 +339,46 @@ func lockEmbedded(path, mp string) (*os.File, error) {
 	return f, nil
 }
 
+// handle serves a control request. Each request is a job of the run group
+// (refused once the daemon stops), under a context that ends when the
+// control socket closes, so nothing it uses is closed under it.
+func (d *Daemon) handle(method, path string, fn func(ctx context.Context, body []byte) (any, error)) {
+	d.ctl.Handle(method, path, func(ctx context.Context, body []byte) (v any, err error) {
+		ctx, stop := d.requestContext(ctx)
+		defer stop()
+		if rerr := d.run.Do(ctx, "control "+path, func(ctx context.Context) { v, err = fn(ctx, body) }); rerr != nil {
+			return nil, rerr
+		}
+		return v, err
+	})
+}
+
+// handleRaw is handle for handlers that write their own reply.
+func (d *Daemon) handleRaw(method, path string, fn http.HandlerFunc) {
+	d.ctl.HandleRaw(method, path, func(w http.ResponseWriter, r *http.Request) {
+		ctx, stop := d.requestContext(r.Context())
+		defer stop()
+		if err := d.run.Do(ctx, "control "+path, func(ctx context.Context) { fn(w, r.WithContext(ctx)) }); err != nil {
+			control.WriteError(w, http.StatusServiceUnavailable, err)
+		}
+	})
+}
+
+// requestContext is ctx, ended also by closeControl.
+func (d *Daemon) requestContext(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(d.requests, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 func (d *Daemon) registerControl() {
-	d.ctl.Handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
+	d.handle("GET", "status", func(ctx context.Context, _ []byte) (any, error) {
 		return d.Status(), nil
 	})
-	d.ctl.Handle("GET", "bpf/top", func(ctx context.Context, _ []byte) (any, error) {
+	d.handle("GET", "bpf/top", func(ctx context.Context, _ []byte) (any, error) {
 		return d.bpfTop(), nil
 	})
-	d.ctl.Handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
+	d.handle("POST", "unmount", func(ctx context.Context, body []byte) (any, error) {
 		req, err := control.DecodeUnmount(body)
 		if err != nil {
 			return nil, err
@@ -428,52 +493,38 @@ func (d *Daemon) unmount(lazy bool) {
 	}
 }
 
-// shutdown flushes buffered writes and releases everything.
+// shutdown undoes start: what was started last stops first. By then the
+// kernel has let go of the mount (or a second signal gave up waiting).
 func (d *Daemon) shutdown() error {
+	return d.stops.stopAll()
+}
+
+// unmountIfMounted detaches the mount unless it is gone already (the usual
+// case at shutdown: serve returns once it is).
+func (d *Daemon) unmountIfMounted() error {
+	if IsMounted(d.cfg.Mountpoint) {
+		d.unmount(false)
+	}
+	return nil
+}
+
+// closeControl ends the control requests in flight, stops serving the
+// socket and removes the files that point the CLI at this daemon.
+func (d *Daemon) closeControl() error {
+	d.endRequests()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if d.ctl != nil {
-		_ = d.ctl.Close(ctx)
-	}
-	if d.met != nil {
-		_ = d.met.Close(ctx)
-	}
-	if d.tags != nil {
-		// Land queued index changes before the writer stops.
-		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := d.tags.svc.Sync(sctx)
-		if err != nil {
-			d.log.Warn("index changes left unapplied; 'disgrafs reindex' repairs the index", "pending", d.tags.svc.Pending(), "error", err)
-		}
-		scancel()
-		if err == nil {
-			_ = os.Remove(d.dirtyMarker())
-		}
-	}
-	if d.cache != nil && d.cache.learner != nil {
-		if err := d.cache.learner.Flush(ctx); err != nil {
-			d.log.Warn("saving co-access edges", "error", err)
-		}
-	}
-	d.stopBPF()
-	d.closePrealloc()
-	d.stopBg()
-	d.stopCache()
-	err := d.vol.Close()
-	if d.tags != nil {
-		if cerr := d.tags.store.Close(); cerr != nil {
-			d.log.Error("closing the graph store", "error", cerr)
-		}
-	}
-	if err != nil {
-		d.log.Error("closing the volume", "error", err)
-	} else {
-		d.log.Info("flushed and closed", "mountpoint", d.cfg.Mountpoint)
-	}
+	err := d.ctl.Close(ctx)
 	_ = os.Remove(d.paths.Pid)
 	_ = os.Remove(d.paths.Info)
-	if d.lock != nil {
-		d.lock.Close()
-	}
 	return err
+}
+
+// closeVolume flushes buffered writes and closes the volume.
+func (d *Daemon) closeVolume() error {
+	if err := d.vol.Close(); err != nil {
+		return err
+	}
+	d.log.Info("flushed and closed", "mountpoint", d.cfg.Mountpoint)
+	return nil
 }

@@ -42,7 +42,7 @@ func (d *Daemon) AddStatusSection(name, title string, fn func() (lines []string,
 }
 
 // registerMetrics registers the metrics of the FUSE layer and the tagger
-// (the graph store is wrapped when it opens) and starts the rate sampler.
+// (the graph store is wrapped when it opens).
 func (d *Daemon) registerMetrics() error {
 	if err := d.fs.RegisterMetrics(d.reg.Subsystem("fuse")); err != nil {
 		return fmt.Errorf("FUSE metrics: %w", err)
@@ -51,30 +51,35 @@ func (d *Daemon) registerMetrics() error {
 		if err := tagging.RegisterMetrics(d.reg.Subsystem("tagger"), d.tags.svc, d.tags.auto); err != nil {
 			return fmt.Errorf("tagger metrics: %w", err)
 		}
-		if d.tags.metered != nil {
-			go d.tags.metered.Probe(d.bg, 10*time.Second, 5*time.Second)
-		}
+	}
+	return nil
+}
+
+// runObserve starts the probe of the graph store and the sampler of the
+// FUSE rates.
+func (d *Daemon) runObserve() {
+	if d.tags != nil && d.tags.metered != nil {
+		d.run.Go("graph probe", func(ctx context.Context) { d.tags.metered.Probe(ctx, 10*time.Second, 5*time.Second) })
 	}
 	d.sample()
-	go func() {
+	d.run.Go("rate sampler", func(ctx context.Context) {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for {
 			select {
-			case <-d.bg.Done():
+			case <-ctx.Done():
 				return
 			case <-tick.C:
 				d.sample()
 			}
 		}
-	}()
-	return nil
+	})
 }
 
 // registerObsControl serves the metrics on the control socket too, so that
 // 'disgrafs stats' works with --metrics off.
 func (d *Daemon) registerObsControl() {
-	d.ctl.HandleRaw("GET", "metrics", d.reg.Handler().ServeHTTP)
+	d.handleRaw("GET", "metrics", d.reg.Handler().ServeHTTP)
 }
 
 func (d *Daemon) sample() {

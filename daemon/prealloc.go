@@ -59,7 +59,7 @@ func (d *Daemon) startPrealloc(ctx context.Context, fo *fusefs.Options) error {
 		RenameDelay: pc.RenameDelay,
 		NegativeTTL: pc.NegativeTTL,
 		Volume:      d.vol.PreallocVolume(),
-		Registerer:  d.reg.DisGraFS,
+		Registerer:  d.reg.Subsystem("prealloc"),
 		Log:         d.log,
 	})
 	if err != nil {
@@ -102,17 +102,11 @@ func ensureVolumeDir(ctx context.Context, v *vfs.VFS, p string) (uint64, string,
 	return uint64(ino), clean, nil
 }
 
-// closePrealloc drains pending renames before the volume closes.
-func (d *Daemon) closePrealloc() {
-	if d.pre == nil {
-		return
-	}
+// closePrealloc lands pending renames and closes before the volume closes.
+func (d *Daemon) closePrealloc() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := d.pre.Close(ctx); err != nil {
-		d.log.Warn("pre-allocation", "error", err)
-	}
-	d.pre = nil
+	return d.pre.Close(ctx)
 }
 
 func (d *Daemon) preallocInfo() *control.PreallocInfo {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/disgrafs/disgrafs/control"
@@ -44,6 +45,11 @@ type tagState struct {
 	location string
 	paths    *pathResolver
 	files    volume.TagFiles
+
+	// marked: this run created the clean-stop marker. rebuilding: the
+	// rebuild after an unclean stop has not completed. synced: every queued
+	// index change landed at shutdown.
+	marked, rebuilding, synced atomic.Bool
 }
 
 // stateDir is where this node keeps its own files for a volume.
@@ -61,35 +67,63 @@ func (d *Daemon) stateDir() string {
 // in memory may be missing from the index (the xattrs have them).
 func (d *Daemon) dirtyMarker() string { return filepath.Join(d.stateDir(), "tags.running") }
 
-// markTagsRunning creates the marker and reports whether the last run left it.
-func (d *Daemon) markTagsRunning() (unclean bool) {
+// markTagsRunning creates the marker and, when the last run left it,
+// rebuilds the index from the xattrs in the background; listings are
+// complete again when it finishes.
+func (d *Daemon) markTagsRunning() {
 	path := d.dirtyMarker()
-	if _, err := os.Stat(path); err == nil {
-		unclean = true
-	}
+	_, err := os.Stat(path)
+	unclean := err == nil
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err == nil {
-		_ = os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600)
+		if os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600) == nil {
+			d.tags.marked.Store(true)
+		}
 	}
-	return unclean
-}
-
-// reindexAfterCrash rebuilds the index from the xattrs in the background
-// after an unclean stop; listings are complete again when it finishes.
-func (d *Daemon) reindexAfterCrash() {
+	if !unclean {
+		return
+	}
 	d.log.Warn("the last run did not stop cleanly: rebuilding the tag index from the xattrs in the background")
-	go func() {
-		p, err := d.tags.svc.Reindex(d.bg, d.tags.files, func(tagging.Progress) {})
+	d.tags.rebuilding.Store(true)
+	d.run.Go("tag index rebuild", func(ctx context.Context) {
+		p, err := d.tags.svc.Reindex(ctx, d.tags.files, func(tagging.Progress) {})
 		if err != nil {
-			if d.bg.Err() == nil {
+			if ctx.Err() == nil {
 				d.log.Error("rebuilding the tag index after an unclean stop; run 'disgrafs reindex'", "error", err)
 			}
 			return
 		}
-		if d.fs != nil {
-			d.fs.TagsChanged()
-		}
+		d.tags.rebuilding.Store(false)
+		d.fs.TagsChanged()
 		d.log.Info("tag index rebuilt after an unclean stop", "files", p.Scanned, "tagged", p.Tagged, "stale_dropped", p.Forgotten)
-	}()
+	})
+}
+
+// syncTags lands the queued index changes while the index writer still runs.
+func (d *Daemon) syncTags() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := d.tags.svc.Sync(ctx); err != nil {
+		// Not a failure to stop: the marker stays, and the next start
+		// rebuilds the index from the xattrs.
+		d.log.Warn("index changes left unapplied; 'disgrafs reindex' repairs the index", "pending", d.tags.svc.Pending(), "error", err)
+		return nil
+	}
+	d.tags.synced.Store(true)
+	return nil
+}
+
+// clearTagsMarker removes the marker once the background work stopped, if
+// the index holds every change: the queued ones landed, nothing was queued
+// since, and no rebuild was cut short.
+func (d *Daemon) clearTagsMarker() error {
+	t := d.tags
+	if !t.marked.Load() || !t.synced.Load() || t.rebuilding.Load() || t.svc.Pending() > 0 {
+		return nil
+	}
+	if err := os.Remove(d.dirtyMarker()); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return nil
 }
 
 func (d *Daemon) openGraph(ctx context.Context) (graph.Store, string, string, error) {
@@ -127,7 +161,9 @@ func (d *Daemon) openGraph(ctx context.Context) (graph.Store, string, string, er
 	return st, "neo4j", volume.MaskURL(tc.Graph), nil
 }
 
-func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
+// openTags opens the graph store and the tagging service and fills in the
+// FUSE options that serve tags; runTags starts their background work.
+func (d *Daemon) openTags(ctx context.Context, fo *fusefs.Options) error {
 	raw, backend, loc, err := d.openGraph(ctx)
 	if err != nil {
 		return err
@@ -144,32 +180,43 @@ func (d *Daemon) startTags(ctx context.Context, fo *fusefs.Options) error {
 		svc.SetBatch(100) // NornicDB refuses transactions of about 10,000 entries
 	}
 	d.tags = &tagState{store: store, metered: metered, svc: svc, backend: backend, location: loc, files: files}
-	go svc.Run(d.bg)
-	go func() {
-		// Learn which files are tagged (for index upkeep on unlink and
-		// rename), and again now and then for what other nodes tag.
-		for {
-			lctx, cancel := context.WithTimeout(d.bg, time.Minute)
-			if err := svc.LoadKnown(lctx); err != nil && d.bg.Err() == nil {
-				d.log.Warn("loading the set of tagged files", "error", err)
-			}
-			cancel()
-			select {
-			case <-d.bg.Done():
-				return
-			case <-time.After(5 * time.Minute):
-			}
-		}
-	}()
 	fo.Tags = fusefs.TagOptions{Service: svc, TagsDir: d.cfg.Tags.TagsDir, QueryDir: d.cfg.Tags.QueryDir, Log: d.log.With("component", "tagtree")}
 	if d.cfg.Tags.Auto {
 		ao := d.cfg.Tags.AutoOptions
 		ao.Mountpoint = d.cfg.Mountpoint
 		d.tags.auto = tagging.NewAutoTagger(svc, files, ao, d.log.With("component", "autotag"))
-		go d.tags.auto.Run(d.bg)
 		fo.Written = d.tags.auto.Enqueue
 	}
 	return nil
+}
+
+// runTags starts the index writer, the upkeep of the set of tagged files
+// and the auto-tagger.
+func (d *Daemon) runTags() {
+	if d.tags == nil {
+		return
+	}
+	svc := d.tags.svc
+	d.run.Go("tag index writer", svc.Run)
+	d.run.Go("tagged files", func(ctx context.Context) {
+		// Learn which files are tagged (for index upkeep on unlink and
+		// rename), and again now and then for what other nodes tag.
+		for {
+			lctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := svc.LoadKnown(lctx); err != nil && ctx.Err() == nil {
+				d.log.Warn("loading the set of tagged files", "error", err)
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Minute):
+			}
+		}
+	})
+	if d.tags.auto != nil {
+		d.run.Go("auto-tagger", d.tags.auto.Run)
+	}
 }
 
 func (d *Daemon) tagInfo() *control.TagInfo {
@@ -201,12 +248,12 @@ func (d *Daemon) tagInfo() *control.TagInfo {
 }
 
 func (d *Daemon) registerTagControl() {
-	d.ctl.Handle("GET", "tags", func(ctx context.Context, _ []byte) (any, error) {
+	d.handle("GET", "tags", func(ctx context.Context, _ []byte) (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, d.tags.svc.Timeout())
 		defer cancel()
 		return d.tags.store.Tags(ctx)
 	})
-	d.ctl.Handle("POST", "find", func(ctx context.Context, body []byte) (any, error) {
+	d.handle("POST", "find", func(ctx context.Context, body []byte) (any, error) {
 		_, e, err := control.DecodeFind(body)
 		if err != nil {
 			return nil, err
@@ -219,7 +266,7 @@ func (d *Daemon) registerTagControl() {
 		}
 		return d.found(ctx, files, nil), nil
 	})
-	d.ctl.Handle("POST", "related", func(ctx context.Context, body []byte) (any, error) {
+	d.handle("POST", "related", func(ctx context.Context, body []byte) (any, error) {
 		req, err := control.DecodeRelated(body)
 		if err != nil {
 			return nil, err
@@ -237,7 +284,7 @@ func (d *Daemon) registerTagControl() {
 		}
 		return d.found(ctx, files, scores), nil
 	})
-	d.ctl.HandleRaw("POST", "reindex", func(w http.ResponseWriter, r *http.Request) {
+	d.handleRaw("POST", "reindex", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		enc := json.NewEncoder(w)
 		flusher, _ := w.(http.Flusher)

@@ -14,12 +14,20 @@
 //   - go_* and process_*: the Go runtime and process collectors.
 //
 // How a subsystem adds metrics (fuse, graph, tagger, cache, prealloc, bpf...):
+// every DisGraFS collector is registered on the registerer of its subsystem,
+// Registry.Subsystem(name), with a name relative to it. A package with one
+// subsystem takes that registerer:
 //
 //	func (c *Cache) RegisterMetrics(r prometheus.Registerer) error // r = reg.Subsystem("cache")
 //
-// registers client_golang collectors with names relative to the subsystem
-// ("hits_total", "read_duration_seconds"); they come out as
-// disgrafs_cache_hits_total with the node labels. Rules:
+// and registers client_golang collectors named "hits_total",
+// "read_duration_seconds"...; they come out as disgrafs_cache_hits_total
+// with the node labels. A package whose collectors belong to several
+// subsystems (package cache: cache, prefetch, warmup, coaccess; package bpf:
+// bpf, read, fuse) takes the method value reg.Subsystem, a
+// func(subsystem string) prometheus.Registerer, and registers each collector
+// on its subsystem's. Nothing registers on Registry.DisGraFS directly.
+// Rules:
 //   - counters end in _total, units are in the name (_bytes, _seconds);
 //   - latencies are histograms (seconds), never summaries;
 //   - labels have a small fixed set of values (op, backend, result...):
@@ -64,8 +72,8 @@ type Registry struct {
 	*prometheus.Registry
 	// JuiceFS is handed to JuiceFS's constructors; names get the juicefs_ prefix.
 	JuiceFS prometheus.Registerer
-	// DisGraFS is for our own collectors; names get the disgrafs_ prefix.
-	// Prefer Subsystem, which adds the subsystem's name too.
+	// DisGraFS is the parent of the subsystems' registerers: names get
+	// the disgrafs_ prefix. Collectors register through Subsystem.
 	DisGraFS prometheus.Registerer
 	// Labels are the node labels on every series.
 	Labels prometheus.Labels

@@ -90,13 +90,13 @@ func newCloser() *closer {
 }
 
 func (c *closer) collectors() []prometheus.Collector {
-	c.mLanded = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_closes_total", Help: "Async closes whose data commit landed."})
-	c.mErrs = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_close_errors_total", Help: "Async closes whose data commit failed (reported by the next fsync)."})
-	c.mLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_async_close_lost_total",
+	c.mLanded = prometheus.NewCounter(prometheus.CounterOpts{Name: "async_closes_total", Help: "Async closes whose data commit landed."})
+	c.mErrs = prometheus.NewCounter(prometheus.CounterOpts{Name: "async_close_errors_total", Help: "Async closes whose data commit failed (reported by the next fsync)."})
+	c.mLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "async_close_lost_total",
 		Help: "Async closes found uncommitted and short after a crash (their unsynced data was lost)."})
-	c.mLag = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "prealloc_async_close_lag_seconds",
+	c.mLag = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "async_close_lag_seconds",
 		Help: "Time from an async close until its data commit landed.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)})
-	pend := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prealloc_async_close_pending", Help: "Async closes whose data commit has not landed."},
+	pend := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "async_close_pending", Help: "Async closes whose data commit has not landed."},
 		func() float64 { return float64(c.pending()) })
 	return []prometheus.Collector{c.mLanded, c.mErrs, c.mLost, c.mLag, pend}
 }

@@ -228,15 +228,15 @@ func (m *Manager) errSnapshot() map[string]string {
 }
 
 func (m *Manager) initMetrics(r prometheus.Registerer) error {
-	m.mHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_hits_total", Help: "Creates answered from a pre-allocation pool."})
-	m.mMisses = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_misses_total", Help: "Creates in enabled directories that found the pool empty and created normally."})
-	m.mConflicts = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_conflicts_total", Help: "Pre-allocated files kept under a conflict name because another node took the name."})
-	m.mLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "prealloc_lost_total", Help: "Pre-allocated files kept in lost+found because their directory was deleted."})
-	m.mLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "prealloc_rename_latency_seconds",
+	m.mHits = prometheus.NewCounter(prometheus.CounterOpts{Name: "hits_total", Help: "Creates answered from a pre-allocation pool."})
+	m.mMisses = prometheus.NewCounter(prometheus.CounterOpts{Name: "misses_total", Help: "Creates in enabled directories that found the pool empty and created normally."})
+	m.mConflicts = prometheus.NewCounter(prometheus.CounterOpts{Name: "conflicts_total", Help: "Pre-allocated files kept under a conflict name because another node took the name."})
+	m.mLost = prometheus.NewCounter(prometheus.CounterOpts{Name: "lost_total", Help: "Pre-allocated files kept in lost+found because their directory was deleted."})
+	m.mLatency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "rename_latency_seconds",
 		Help: "Time from a create answered from the pool until its rename landed.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)})
-	pool := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prealloc_pool_files", Help: "Pre-allocated files ready in the pools."},
+	pool := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pool_files", Help: "Pre-allocated files ready in the pools."},
 		func() float64 { return float64(m.poolFiles()) })
-	pend := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "prealloc_pending_renames", Help: "Creates answered from a pool whose rename has not landed yet."},
+	pend := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pending_renames", Help: "Creates answered from a pool whose rename has not landed yet."},
 		func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return float64(len(m.byIno)) })
 	cs := []prometheus.Collector{m.mHits, m.mMisses, m.mConflicts, m.mLost, m.mLatency, pool, pend}
 	if m.cl != nil {

@@ -70,7 +70,9 @@ type Options struct {
 	// Renamers and Fillers are the background concurrency (default 4 each).
 	Renamers, Fillers int
 	Volume            Volume
-	// Registerer receives the disgrafs_prealloc_* metrics (the prefix is the registerer's).
+	// Registerer is the prealloc subsystem's (metrics.Registry.Subsystem):
+	// metric names are relative to it ("hits_total" is exported as
+	// disgrafs_prealloc_hits_total).
 	Registerer prometheus.Registerer
 	Log        *slog.Logger
 }
