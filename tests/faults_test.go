@@ -668,6 +668,12 @@ func TestFaultKill9(t *testing.T) {
 	pre := &preallocBursts{dir: "cams"}
 	m := startMount(t, MountOpts{Meta: meta, Extra: append([]string{"--cache-size", "1G",
 		"--passthrough-min", "64K", "--passthrough-min-age", "0"}, pre.args()...)})
+	t.Cleanup(func() {
+		if t.Failed() {
+			l := strings.Split(m.Log(), "\n")
+			t.Log(strings.Join(l[max(0, len(l)-300):], "\n"))
+		}
+	})
 	steps := faultSteps(pre)
 	for _, s := range steps {
 		s.setup(t, m)
