@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -37,13 +38,15 @@ type handle struct {
 // handleTable holds every open file handle of the mount, by handle number and
 // by inode.
 type handleTable struct {
-	mu    sync.Mutex
-	byFh  map[uint64]*handle
-	byIno map[uint64]map[*handle]struct{}
+	mu   sync.Mutex
+	byFh map[uint64]*handle
+	// byIno lists each inode's handles; nearly always one, so a slice (a
+	// map per inode cost an allocation per open).
+	byIno map[uint64][]*handle
 }
 
 func newHandleTable() *handleTable {
-	return &handleTable{byFh: map[uint64]*handle{}, byIno: map[uint64]map[*handle]struct{}{}}
+	return &handleTable{byFh: map[uint64]*handle{}, byIno: map[uint64][]*handle{}}
 }
 
 // add publishes h.
@@ -51,12 +54,7 @@ func (t *handleTable) add(h *handle) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.byFh[h.fh] = h
-	s := t.byIno[h.ino]
-	if s == nil {
-		s = map[*handle]struct{}{}
-		t.byIno[h.ino] = s
-	}
-	s[h] = struct{}{}
+	t.byIno[h.ino] = append(t.byIno[h.ino], h)
 }
 
 // get returns the handle fh, nil when it is not open.
@@ -75,11 +73,14 @@ func (t *handleTable) remove(fh uint64) *handle {
 		return nil
 	}
 	delete(t.byFh, fh)
-	if s := t.byIno[h.ino]; s != nil {
-		delete(s, h)
-		if len(s) == 0 {
-			delete(t.byIno, h.ino)
-		}
+	hs := t.byIno[h.ino]
+	if i := slices.Index(hs, h); i >= 0 {
+		hs = slices.Delete(hs, i, i+1)
+	}
+	if len(hs) == 0 {
+		delete(t.byIno, h.ino)
+	} else {
+		t.byIno[h.ino] = hs
 	}
 	return h
 }
@@ -89,7 +90,7 @@ func (t *handleTable) remove(fh uint64) *handle {
 func (t *handleTable) each(ino uint64, fn func(*handle)) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for h := range t.byIno[ino] {
+	for _, h := range t.byIno[ino] {
 		fn(h)
 	}
 }
