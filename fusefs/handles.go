@@ -40,8 +40,8 @@ type handle struct {
 type handleTable struct {
 	mu   sync.Mutex
 	byFh map[uint64]*handle
-	// byIno lists each inode's handles; nearly always one, so a slice (a
-	// map per inode cost an allocation per open).
+	// byIno lists each inode's handles. An inode nearly always has one, so
+	// a slice: adding it to a new inode allocates nothing beyond the slice.
 	byIno map[uint64][]*handle
 }
 
