@@ -247,6 +247,8 @@ func (t *tagTree) getListing(v *vnode) (*listing, error) {
 }
 
 func (t *tagTree) build(ctx context.Context, v *vnode) (*listing, error) {
+	// The queue first, then the index: see tagging.Service.Queued.
+	q := t.svc.Queued()
 	st := t.svc.Store()
 	var subdirs []string
 	var files []graph.File
@@ -270,6 +272,7 @@ func (t *tagTree) build(ctx context.Context, v *vnode) (*listing, error) {
 	if err != nil {
 		return nil, err
 	}
+	subdirs, files = overlay(v, q, subdirs, files)
 	l := &listing{files: make(map[string]uint64, len(files)), subdirs: make(map[string]string, len(subdirs))}
 	l.entries = make([]fuse.DirEntry, 0, len(files)+len(subdirs)+2)
 	l.entries = append(l.entries, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: v.ino}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: 1})
@@ -292,6 +295,94 @@ func (t *tagTree) build(ctx context.Context, v *vnode) (*listing, error) {
 		l.entries = append(l.entries, fuse.DirEntry{Name: name, Mode: syscall.S_IFREG, Ino: uint64(f.ID)})
 	}
 	return l, nil
+}
+
+// overlay lays this node's queued index changes over a listing read from the
+// index, so that a tag change shows in the listings as soon as it returned,
+// whether or not its batch has reached the index yet. Subdirectories are only
+// added: a tag a queued change leaves empty may still be listed until the
+// index has the change (its directory then lists no file through it).
+func overlay(v *vnode, q tagging.Queue, subdirs []string, files []graph.File) ([]string, []graph.File) {
+	if len(q.Changes) == 0 && len(q.Forgets) == 0 {
+		return subdirs, files
+	}
+	var match func(tags []string) bool
+	switch v.kind {
+	case kTagDir:
+		match = func(tags []string) bool {
+			for _, t := range v.tags {
+				if !slices.Contains(tags, t) {
+					return false
+				}
+			}
+			return true
+		}
+	case kQueryDir:
+		match = func(tags []string) bool {
+			return graph.Eval(v.expr, func(t string) bool { return slices.Contains(tags, t) })
+		}
+	}
+	haveDir := make(map[string]bool, len(subdirs))
+	for _, s := range subdirs {
+		haveDir[s] = true
+	}
+	addDir := func(tag string) {
+		if !haveDir[tag] && !(v.kind == kTagDir && slices.Contains(v.tags, tag)) {
+			haveDir[tag] = true
+			subdirs = append(subdirs, tag)
+		}
+	}
+	// at maps a listed file to its position in files; a dropped file keeps
+	// its slot with ID 0 until the end.
+	at := make(map[graph.FileID]int, len(files))
+	for i, f := range files {
+		at[f.ID] = i
+	}
+	drop := func(id graph.FileID) {
+		if i, ok := at[id]; ok {
+			files[i].ID = 0
+			delete(at, id)
+		}
+	}
+	for _, c := range q.Changes {
+		id := c.File.ID
+		switch {
+		case v.kind == kTagsRoot:
+			for _, t := range c.Add {
+				addDir(t)
+			}
+		case v.kind == kQueryRoot:
+		case c.Replace && match(c.Add):
+			if i, ok := at[id]; ok {
+				if c.File.Name != "" {
+					files[i].Name = c.File.Name
+				}
+			} else {
+				at[id] = len(files)
+				files = append(files, graph.File{ID: id, Name: c.File.Name, Parent: c.File.Parent})
+			}
+			if v.kind == kTagDir {
+				for _, t := range c.Add {
+					addDir(t)
+				}
+			}
+		case c.Replace:
+			drop(id)
+		default:
+			// A rename, or a relative change whose outcome needs tags the
+			// listing does not carry: applied where it is certain.
+			if v.kind == kTagDir && slices.ContainsFunc(c.Remove, func(t string) bool { return slices.Contains(v.tags, t) }) {
+				drop(id)
+			} else if i, ok := at[id]; ok && c.File.Name != "" {
+				files[i].Name = c.File.Name
+			}
+		}
+	}
+	for _, id := range q.Forgets {
+		drop(id)
+	}
+	files = slices.DeleteFunc(files, func(f graph.File) bool { return f.ID == 0 })
+	return subdirs, files
 }
 
 // suffixed makes "001.png" of inode 42 into "001@42.png": stable and readable.

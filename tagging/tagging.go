@@ -69,6 +69,9 @@ type Service struct {
 	forgets []graph.FileID // deleted files waiting to be dropped
 	wake    chan struct{}
 	dropped atomic.Uint64
+	// queued changes whenever a change joins the queue, so that a listing
+	// built with the queue laid over it knows when it is out of date.
+	queued atomic.Uint64
 
 	stats Stats
 
@@ -333,6 +336,7 @@ func (s *Service) Removed(ids ...uint64) {
 			s.forgets = append(s.forgets, graph.FileID(id))
 		}
 	}
+	s.queued.Add(1)
 	s.mu.Unlock()
 	select {
 	case s.wake <- struct{}{}:
@@ -355,6 +359,7 @@ func (s *Service) apply(c graph.Change) {
 		return
 	}
 	s.pending = append(s.pending, c)
+	s.queued.Add(1)
 	s.stats.IndexPending.Store(int64(len(s.pending)))
 	select {
 	case s.wake <- struct{}{}:
@@ -387,8 +392,27 @@ func (s *Service) Sync(ctx context.Context) error {
 	}
 }
 
-// Generation changes every time queued changes reach the index.
-func (s *Service) Generation() uint64 { return s.flushed.Load() }
+// Generation changes every time a change is queued and every time queued
+// changes reach the index.
+func (s *Service) Generation() uint64 { return s.flushed.Load() + s.queued.Load() }
+
+// Queue is a snapshot of the index changes this node has made that the index
+// has not yet taken, in the order they were made.
+type Queue struct {
+	Changes []graph.Change
+	Forgets []graph.FileID // deleted files
+}
+
+// Queued returns the changes waiting for the index. A listing read from the
+// index after this call, with the queue laid over it, shows every change
+// made before the call: a change leaves the queue only once the index has
+// it. A change both queued and already in the index (its batch in flight)
+// is harmless to apply twice: it carries the file's whole tag set.
+func (s *Service) Queued() Queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Queue{Changes: slices.Clone(s.pending), Forgets: slices.Clone(s.forgets)}
+}
 
 // Pending reports how many index changes wait for the graph.
 func (s *Service) Pending() int {

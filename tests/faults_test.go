@@ -668,10 +668,13 @@ func TestFaultKill9(t *testing.T) {
 	pre := &preallocBursts{dir: "cams"}
 	m := startMount(t, MountOpts{Meta: meta, Extra: append([]string{"--cache-size", "1G",
 		"--passthrough-min", "64K", "--passthrough-min-age", "0"}, pre.args()...)})
+	// why repeats the failure after the daemon's log, so that the end of
+	// the output (all a CI summary shows) says what failed.
+	var why []string
 	t.Cleanup(func() {
 		if t.Failed() {
-			l := strings.Split(m.Log(), "\n")
-			t.Log(strings.Join(l[max(0, len(l)-300):], "\n"))
+			t.Logf("the daemon's last log lines:\n%s", tail(m.Log(), 120))
+			t.Logf("TestFaultKill9 failed (the daemon's log is above): %s", strings.Join(why, "; "))
 		}
 	})
 	steps := faultSteps(pre)
@@ -709,6 +712,7 @@ func TestFaultKill9(t *testing.T) {
 		}
 		close(errs)
 		for err := range errs {
+			why = append(why, fmt.Sprintf("cycle %d: %v", cycle, err))
 			t.Errorf("cycle %d: %v", cycle, err)
 		}
 		if t.Failed() {
@@ -719,13 +723,15 @@ func TestFaultKill9(t *testing.T) {
 			s.check(t, m, cycle, &r)
 		}
 		if len(r.lost) > 0 {
-			t.Fatalf("cycle %d: lost or wrong after kill -9:\n%s\ndaemon log:\n%s", cycle, strings.Join(r.lost, "\n"), tail(m.Log(), 40))
+			why = append(why, fmt.Sprintf("cycle %d: lost or wrong after kill -9: %s", cycle, strings.Join(r.lost, "; ")))
+			t.Fatalf("cycle %d: lost or wrong after kill -9:\n%s", cycle, strings.Join(r.lost, "\n"))
 		}
 	}
 	for _, s := range steps {
 		s.check(t, m, -1, &r) // everything once more
 	}
 	if len(r.lost) > 0 {
+		why = append(why, "lost or wrong at the end: "+strings.Join(r.lost, "; "))
 		t.Fatalf("lost or wrong at the end:\n%s", strings.Join(r.lost, "\n"))
 	}
 	t.Logf("cycles survived: %d, bytes verified: %d (%d file checks; every fsynced byte after its cycle, again every 5 cycles and at the end), files lost: %d (%s)",
