@@ -42,15 +42,26 @@ type Status struct {
 
 // CacheInfo is the whole-file cache part of the status.
 type CacheInfo struct {
-	Dir             string       `json:"dir"`
-	Files           int          `json:"files"`
-	Bytes           int64        `json:"bytes"`
-	Budget          int64        `json:"budget"`
-	Passthrough     bool         `json:"passthrough"`
-	PassthroughNote string       `json:"passthrough_note"`
-	Prefetch        bool         `json:"prefetch"`
-	PrefetchQueue   int          `json:"prefetch_queue"`
-	Warmups         []WarmupInfo `json:"warmups,omitempty"`
+	Dir             string        `json:"dir"`
+	Files           int           `json:"files"`
+	Bytes           int64         `json:"bytes"`
+	Budget          int64         `json:"budget"`
+	Passthrough     bool          `json:"passthrough"`
+	PassthroughNote string        `json:"passthrough_note"`
+	Prefetch        bool          `json:"prefetch"`
+	PrefetchQueue   int           `json:"prefetch_queue"`
+	Warmups         []WarmupInfo  `json:"warmups,omitempty"`
+	Coherence       CoherenceInfo `json:"coherence"`
+}
+
+// CoherenceInfo says how opens of cached files learn that the copy is
+// current: from a change channel (no metadata round trip) or by asking.
+type CoherenceInfo struct {
+	Mode         string `json:"mode"` // exclusive or check
+	Trusted      bool   `json:"trusted"`
+	Detail       string `json:"detail"`
+	LocalOpens   uint64 `json:"local_opens"`
+	CheckedOpens uint64 `json:"checked_opens"`
 }
 
 // WarmupRequest asks for a warmup (POST /v1/warmup): of the files of a tag,

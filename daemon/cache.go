@@ -18,6 +18,7 @@ import (
 
 	"github.com/disgrafs/disgrafs/bpf"
 	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/coherence"
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/graph"
@@ -41,6 +42,9 @@ type CacheConfig struct {
 	PassthroughMinAge time.Duration
 	// TTL is the kernel's entry and attribute timeout for cached files.
 	TTL time.Duration
+	// OpenCheckAlways makes every open ask the metadata engine whether the
+	// file changed, even where a change channel could vouch for the copy.
+	OpenCheckAlways bool
 	// Prefetch turns the prefetcher and co-access learning on.
 	Prefetch       bool
 	PrefetchConfig cache.PrefetchConfig
@@ -54,6 +58,8 @@ type cacheState struct {
 	prefetch *cache.Prefetcher
 	learner  *cache.Learner
 	dir      string
+	channel  coherence.Channel
+	opens    *coherence.Counters
 
 	mu      sync.Mutex
 	warmups []*warmupJob
@@ -102,9 +108,11 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	}
 	st.c = c
 	st.src = d.vol.CacheSource()
+	st.channel = d.changeChannel()
+	st.opens = coherence.NewCounters(st.channel, d.reg.Subsystem("coherence"))
 	opts := &fusefs.CacheOptions{
 		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
-		TTL: cc.TTL, Metrics: st.met,
+		TTL: cc.TTL, Metrics: st.met, Coherence: st.channel, Opens: st.opens,
 	}
 	if cc.Prefetch {
 		st.prefetch = cache.NewPrefetcher(c, st.src, d.ranking(), cc.PrefetchConfig, d.log.With("component", "prefetch"))
@@ -118,6 +126,17 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	fo.Cache = opts
 	d.cache = st
 	return nil
+}
+
+// changeChannel is how this mount learns that files changed on the volume.
+func (d *Daemon) changeChannel() coherence.Channel {
+	switch {
+	case d.cfg.Cache.OpenCheckAlways:
+		return coherence.Check{Why: "--open-check always: every open of a cached file asks the metadata engine"}
+	case d.cfg.MetaURL == "":
+		return coherence.Exclusive{}
+	}
+	return coherence.Check{Why: fmt.Sprintf("no change channel for a shared %s volume yet: every open of a cached file asks the metadata engine (one round trip)", d.vol.Meta.Name())}
 }
 
 // runCache starts the cache's background work: saving the index, the
@@ -159,6 +178,9 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 		Passthrough: d.fs != nil && d.fs.PassthroughActive(),
 		Prefetch:    d.cache.prefetch != nil,
 	}
+	cs := d.cache.channel.State()
+	ci.Coherence = control.CoherenceInfo{Mode: cs.Mode, Trusted: cs.Trusted, Detail: cs.Detail}
+	ci.Coherence.LocalOpens, ci.Coherence.CheckedOpens = d.cache.opens.Opens()
 	switch {
 	case !d.cfg.Cache.Passthrough:
 		ci.PassthroughNote = "off (--passthrough=false): cached files are served through the page cache"

@@ -25,6 +25,13 @@ type attrPolicy interface {
 	replyAttr(e *meta.Entry, parent uint64) time.Duration
 }
 
+// openVoucher is a layer above the base (the cache) that may vouch for a
+// file's attributes at an open, so that JuiceFS need not read them from the
+// metadata engine: it knows the file unchanged since an open that did.
+type openVoucher interface {
+	vouch(ino uint64, flags uint32) (meta.Attr, bool)
+}
+
 // baseFS is the bottom of the stack: a thin translator from FUSE requests to
 // JuiceFS's VFS, in the spirit of JuiceFS's own pkg/fuse. Every node id is a
 // JuiceFS inode and every file handle a JuiceFS handle. It feeds the name
@@ -38,6 +45,7 @@ type baseFS struct {
 	names              *names.Index
 	handles            *handleTable
 	policies           []attrPolicy
+	voucher            openVoucher // nil: none
 	// filesAbove: a layer above (the cache) decides how the kernel may
 	// keep the pages and attributes of opened regular files.
 	filesAbove       bool
@@ -301,16 +309,23 @@ func (b *baseFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, 
 // regular files from what the handle entry records of this open.
 func (b *baseFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	ctx := newContext(cancel, &in.InHeader)
+	validated, vouched := false, false
 	if a, ok := b.lookups.take(in.Pid, meta.Ino(in.NodeId)); ok {
 		ctx.validated, ctx.validatedIno = &a, meta.Ino(in.NodeId)
 		b.opensAfterLookup.Add(1)
+		validated = true
+	} else if b.voucher != nil {
+		if a, ok := b.voucher.vouch(in.NodeId, in.Flags); ok {
+			ctx.validated, ctx.validatedIno = &a, meta.Ino(in.NodeId)
+			vouched = true
+		}
 	}
 	e, fh, err := b.v.Open(ctx, meta.Ino(in.NodeId), in.Flags)
 	if err != 0 {
 		return st(err)
 	}
 	out.Fh = fh
-	h := &handle{fh: fh, ino: in.NodeId, attr: *e.Attr, validated: ctx.validated != nil}
+	h := &handle{fh: fh, ino: in.NodeId, attr: *e.Attr, validated: validated, vouched: vouched}
 	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		h.wrote.Store(true)
 	}

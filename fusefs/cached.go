@@ -1,7 +1,8 @@
 package fusefs
 
 // Lock order in this file: inodeIO.mu, then cacheLayer.mu, then the handle
-// table's lock. cacheLayer.dmu is taken alone. Opens of one inode serialize
+// table's lock; cacheLayer.tmu, then the handle table's lock. cacheLayer.dmu
+// is taken alone. Opens of one inode serialize
 // on its inodeIO.mu, which is held across the ioctls that register and
 // unregister a passthrough backing file: only opens of the same file wait
 // for them.
@@ -21,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/coherence"
 	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/volume"
 )
@@ -51,6 +53,13 @@ type CacheOptions struct {
 	// the cache afterwards if it is at most this big (0: never).
 	ReadThroughMax int64
 	Metrics        *cache.Metrics
+	// Coherence is the volume's change channel: while it is healthy, opens
+	// of files whose copy was found current are answered without asking the
+	// metadata engine (see trust). Nil: every open asks.
+	Coherence coherence.Channel
+	// Opens counts how read-only opens learnt their copy was current (may
+	// be nil).
+	Opens *coherence.Counters
 }
 
 // cacheLayer serves reads of cached files: from the local copy through FUSE
@@ -78,7 +87,27 @@ type cacheLayer struct {
 	// their ancestors as far as the name index knows them (see warmDirTTL).
 	dmu      sync.Mutex
 	warmDirs map[uint64]struct{}
+
+	// trust holds the files whose copy an open found current after asking
+	// the metadata engine, with the attributes it read and the channel's
+	// epoch at the time. Invariant: an entry exists only while no handle of
+	// this mount may write the file, and every request of this mount that
+	// changes a file (a write open, setattr, xattrs) removes the entry
+	// before it reaches JuiceFS; changes elsewhere move the channel's epoch
+	// or, once channels report single files, remove it.
+	tmu   sync.Mutex
+	trust map[uint64]trusted
 }
+
+// trusted is an entry of the trust table.
+type trusted struct {
+	attr  meta.Attr
+	epoch uint64
+}
+
+// maxTrusted bounds the trust table; when it is full it starts over (files
+// are trusted again after their next checked open).
+const maxTrusted = 1 << 20
 
 // maxWarmDirs bounds warmDirs; when it is full it starts over (the
 // directories are learnt again from the next lookups).
@@ -114,7 +143,11 @@ type inodeIO struct {
 
 func newCacheLayer(next fuse.RawFileSystem, o CacheOptions, handles *handleTable, idx *names.Index, log *slog.Logger) *cacheLayer {
 	c := &cacheLayer{RawFileSystem: next, CacheOptions: o, handles: handles, names: idx, log: log,
-		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{}}
+		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{},
+		trust: map[uint64]trusted{}}
+	if c.Coherence == nil {
+		c.Coherence = coherence.Check{Why: "no change channel"}
+	}
 	c.passthrough.Store(o.Passthrough)
 	return c
 }
@@ -153,6 +186,9 @@ func (c *cacheLayer) release(ino uint64, io *inodeIO) {
 // Open opens through the next layer, then decides how the handle's reads
 // are served. A refused open releases the handle it got.
 func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	// The epoch before the engine is asked: a change the channel reports
+	// after this point may be one the engine's answer does not show yet.
+	epoch, healthy := c.Coherence.Epoch()
 	if status := c.RawFileSystem.Open(cancel, in, out); status != fuse.OK {
 		return status
 	}
@@ -160,7 +196,7 @@ func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	if h == nil || h.attr.Typ != meta.TypeFile || vfs.IsSpecialNode(meta.Ino(in.NodeId)) {
 		return fuse.OK
 	}
-	if errno := c.openCached(in, h, out); errno != 0 {
+	if errno := c.openCached(in, h, out, epoch, healthy); errno != 0 {
 		h.wrote.Store(false) // nothing was written through it
 		c.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
 		return st(errno)
@@ -170,10 +206,10 @@ func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 
 // openCached decides how an open of a regular file is served, from the
 // attributes JuiceFS has just opened it with.
-func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut) syscall.Errno {
+func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, epoch uint64, healthy bool) syscall.Errno {
 	ino := in.NodeId
 	ch := &cachedHandle{size: h.attr.Length}
-	if in.Flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
+	if in.Flags&writeFlags != 0 {
 		io := c.acquire(ino)
 		defer c.release(ino, io)
 		if io.passthrough > 0 {
@@ -212,6 +248,17 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut) s
 		// A write open dropped the copy meanwhile.
 		_ = hit.File.Close()
 		hit, ok = nil, false
+	}
+	c.Opens.Opened(h.vouched)
+	if ok && healthy && !h.vouched {
+		c.trustFile(ino, &h.attr, epoch)
+	}
+	if ok {
+		// A read-only open of a copy: the kernel need not send FLUSH at
+		// each close (JuiceFS commits nothing for a reader). POSIX locks
+		// taken through the handle are released at RELEASE instead (JuiceFS
+		// unlocks the handle's lock owner there).
+		out.OpenFlags |= fuse.FOPEN_NOFLUSH
 	}
 	if io.passthrough > 0 {
 		// Every open of an inode with a backing file must use it.
@@ -272,9 +319,10 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut) s
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
 	case h.attr.KeepCache && !ok:
 		out.OpenFlags |= fuse.FOPEN_KEEP_CACHE
-	case h.validated:
+	case h.validated, h.vouched:
 		// The kernel has just received these attributes in the reply to
-		// this open's own LOOKUP: its size is current.
+		// this open's own LOOKUP, or they did not change since an open
+		// that made sure of them: its size is current.
 	case c.server != nil:
 		// The kernel may hold older attributes (a cached file's last for
 		// --cache-ttl): have it read them again, so that it does not cut
@@ -312,9 +360,62 @@ func (c *cacheLayer) otherPageCacheHandles(ino uint64, h *handle) bool {
 	return found
 }
 
+// writeFlags are the open flags that may change a file.
+const writeFlags = syscall.O_WRONLY | syscall.O_RDWR | syscall.O_TRUNC
+
+// vouch (openVoucher) returns the attributes of a file known current, for
+// a read-only open in the channel's current epoch.
+func (c *cacheLayer) vouch(ino uint64, flags uint32) (meta.Attr, bool) {
+	if flags&writeFlags != 0 {
+		return meta.Attr{}, false
+	}
+	epoch, ok := c.Coherence.Epoch()
+	if !ok {
+		return meta.Attr{}, false
+	}
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	t, ok := c.trust[ino]
+	if !ok || t.epoch != epoch {
+		return meta.Attr{}, false
+	}
+	return t.attr, true
+}
+
+// trustFile records that an open which asked the engine in epoch found the
+// copy of ino current, unless a handle of this mount may write the file.
+// The check and the record are one step under tmu, and a write open
+// publishes its handle before it distrusts the file: either this sees the
+// writer, or the writer's distrust comes after the record.
+func (c *cacheLayer) trustFile(ino uint64, attr *meta.Attr, epoch uint64) {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	writer := false
+	c.handles.each(ino, func(h *handle) {
+		if h.wrote.Load() {
+			writer = true
+		}
+	})
+	if writer {
+		return
+	}
+	if len(c.trust) >= maxTrusted {
+		clear(c.trust)
+	}
+	c.trust[ino] = trusted{attr: *attr, epoch: epoch}
+}
+
+// distrust makes the next open of ino ask the metadata engine.
+func (c *cacheLayer) distrust(ino uint64) {
+	c.tmu.Lock()
+	delete(c.trust, ino)
+	c.tmu.Unlock()
+}
+
 // invalidate drops the cached copy of ino: it is being written through this
 // mount. Open handles reading the local copy switch to JuiceFS.
 func (c *cacheLayer) invalidate(ino uint64) {
+	c.distrust(ino)
 	c.Cache.Invalidate(ino)
 	c.mu.Lock()
 	delete(c.pages, ino)
@@ -342,13 +443,27 @@ func (c *cacheLayer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 	return c.RawFileSystem.Read(cancel, in, buf)
 }
 
-// SetAttr drops the copy of a file whose size changes.
+// SetAttr drops the copy of a file whose size changes, and the trust of
+// any file it changes (its mode and owner decide who may open it).
 func (c *cacheLayer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	c.distrust(in.NodeId)
 	status := c.RawFileSystem.SetAttr(cancel, in, out)
 	if status == fuse.OK && in.Valid&fuse.FATTR_SIZE != 0 {
 		c.invalidate(in.NodeId)
 	}
 	return status
+}
+
+// SetXAttr distrusts the file: an ACL decides who may open it.
+func (c *cacheLayer) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	c.distrust(in.NodeId)
+	return c.RawFileSystem.SetXAttr(cancel, in, attr, data)
+}
+
+// RemoveXAttr distrusts the file, as SetXAttr.
+func (c *cacheLayer) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	c.distrust(h.NodeId)
+	return c.RawFileSystem.RemoveXAttr(cancel, h, attr)
 }
 
 // Release forgets the handle's slot, then releases it below; a file read

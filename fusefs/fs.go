@@ -115,6 +115,7 @@ func New(v *vfs.VFS, opts Options) *FS {
 	if opts.Cache != nil && opts.Cache.Cache != nil {
 		fs.cache = newCacheLayer(next, *opts.Cache, handles, opts.Names, opts.Log)
 		fs.base.filesAbove = true
+		fs.base.voucher = fs.cache
 		next = fs.cache
 	}
 	if opts.Prealloc != nil {

@@ -20,10 +20,13 @@ type handle struct {
 	fh, ino uint64
 	// attr is the file's attributes as JuiceFS opened it (zero for a
 	// create answered from the pre-allocation pool); validated: the kernel
-	// received them in the reply to this open's own LOOKUP. Both are set
+	// received them in the reply to this open's own LOOKUP. These are set
 	// before the entry is published and never change.
 	attr      meta.Attr
 	validated bool
+	// vouched: attr came from the cache layer's trust (a copy known current
+	// through the change channel), not from the metadata engine.
+	vouched bool
 	// wrote: opened for writing or created; the base layer calls the
 	// written hook (the auto-tagger) after its release.
 	wrote atomic.Bool

@@ -17,6 +17,7 @@ import (
 	"github.com/juicedata/juicefs/pkg/meta"
 
 	"github.com/disgrafs/disgrafs/cache"
+	"github.com/disgrafs/disgrafs/coherence"
 	"github.com/disgrafs/disgrafs/graph/boltstore"
 	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/prealloc"
@@ -444,5 +445,84 @@ func TestTagsLayer(t *testing.T) {
 	}
 	if _, st := lookup(tagsRoot, "no-such-tag"); st != fuse.ENOENT {
 		t.Fatalf("lookup of a missing tag: %v", st)
+	}
+}
+
+// fakeChannel is a coherence.Channel (our own interface) whose epoch and
+// health the test sets.
+type fakeChannel struct {
+	epoch uint64
+	ok    bool
+}
+
+func (f *fakeChannel) Epoch() (uint64, bool)  { return f.epoch, f.ok }
+func (f *fakeChannel) State() coherence.State { return coherence.State{Mode: "fake", Trusted: f.ok} }
+
+// TestCacheLayerTrust: when the cache layer vouches for a file's attributes
+// at an open (no metadata round trip), and what takes that away.
+func TestCacheLayerTrust(t *testing.T) {
+	content := []byte("cached")
+	attr := &meta.Attr{Typ: meta.TypeFile, Length: uint64(len(content)), Mtime: 1, Full: true}
+	type env struct {
+		l  *cacheLayer
+		ch *fakeChannel
+		h  *handleTable
+	}
+	open := func(e env, ino uint64, flags uint32) {
+		var out fuse.OpenOut
+		if st := e.l.Open(nil, &fuse.OpenIn{InHeader: fuse.InHeader{NodeId: ino}, Flags: flags}, &out); st != fuse.OK {
+			t.Fatalf("open %d: %v", ino, st)
+		}
+		e.l.Release(nil, &fuse.ReleaseIn{InHeader: fuse.InHeader{NodeId: ino}, Fh: out.Fh})
+	}
+	cases := []struct {
+		name  string
+		do    func(e env)
+		ino   uint64
+		flags uint32
+		want  bool
+	}{
+		{"a checked open of a current copy trusts it", func(e env) { open(e, 2, 0) }, 2, 0, true},
+		{"never for a write open", func(e env) { open(e, 2, 0) }, 2, syscall.O_RDWR, false},
+		{"a miss is not trusted", func(e env) { open(e, 3, 0) }, 3, 0, false},
+		{"a write open takes it away", func(e env) { open(e, 2, 0); open(e, 2, syscall.O_WRONLY) }, 2, 0, false},
+		{"setattr takes it away", func(e env) {
+			open(e, 2, 0)
+			e.l.SetAttr(nil, &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: fuse.InHeader{NodeId: 2}, Valid: fuse.FATTR_MODE}}, &fuse.AttrOut{})
+		}, 2, 0, false},
+		{"setxattr takes it away", func(e env) {
+			open(e, 2, 0)
+			e.l.SetXAttr(nil, &fuse.SetXAttrIn{InHeader: fuse.InHeader{NodeId: 2}}, "system.posix_acl_access", nil)
+		}, 2, 0, false},
+		{"a new epoch voids it", func(e env) { open(e, 2, 0); e.ch.epoch++ }, 2, 0, false},
+		{"an unhealthy channel gives none", func(e env) { e.ch.ok = false; open(e, 2, 0); e.ch.ok = true }, 2, 0, false},
+		{"none while a handle may write the file", func(e env) {
+			w := &handle{fh: 99, ino: 2}
+			w.wrote.Store(true)
+			e.h.add(w)
+			open(e, 2, 0)
+		}, 2, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := cache.Open(cache.Config{Dir: t.TempDir(), Capacity: 1 << 20, Log: quiet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			attrs := map[uint64]*meta.Attr{2: attr, 3: attr}
+			if _, err := c.Fill(context.Background(), &memSource{files: map[uint64][]byte{2: content}, attrs: attrs}, 2); err != nil {
+				t.Fatal(err)
+			}
+			handles := newHandleTable()
+			next := &recordingFS{}
+			baseLike(next, handles, attrs)
+			ch := &fakeChannel{epoch: 1, ok: true}
+			l := newCacheLayer(next, CacheOptions{Cache: c, Coherence: ch}, handles, names.New(16), quiet)
+			tc.do(env{l: l, ch: ch, h: handles})
+			if _, got := l.vouch(tc.ino, tc.flags); got != tc.want {
+				t.Errorf("vouched = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -101,6 +101,15 @@ func otherOp(a []string) error {
 		return nil
 	case "setxattr":
 		return unix.Setxattr(a[1], "user.xdg.tags", []byte(a[2]), 0)
+	case "wrlock":
+		// A POSIX write lock, without waiting: EAGAIN while another
+		// process holds a lock on the file.
+		f, err := os.OpenFile(a[1], os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Whence: 0})
 	}
 	return fmt.Errorf("unknown operation %q", a[0])
 }

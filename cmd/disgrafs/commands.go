@@ -173,6 +173,8 @@ func printStatus(w io.Writer, s control.Status) {
 	if c := s.Cache; c != nil {
 		fmt.Fprintf(tw, "File cache:\t%s, %d files, %s of %s\n", c.Dir, c.Files, humanize.IBytes(uint64(max(c.Bytes, 0))), humanize.IBytes(uint64(max(c.Budget, 0))))
 		fmt.Fprintf(tw, "Passthrough:\t%s\n", c.PassthroughNote)
+		fmt.Fprintf(tw, "Open check:\t%s (%s); read-only opens: %d answered locally, %d asked the metadata engine\n",
+			c.Coherence.Mode, c.Coherence.Detail, c.Coherence.LocalOpens, c.Coherence.CheckedOpens)
 		if c.Prefetch {
 			fmt.Fprintf(tw, "Prefetch:\ton, %d queued\n", c.PrefetchQueue)
 		} else {

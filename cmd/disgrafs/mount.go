@@ -42,6 +42,7 @@ type mountFlags struct {
 	passthroughMin                  string
 	passthroughMinAge               time.Duration
 	cacheTTL                        time.Duration
+	openCheck                       string
 	prefetch                        bool
 	prefetchWidth, prefetchDepth    int
 	prefetchThreads                 int
@@ -98,7 +99,8 @@ func newMount(g *globals) *cobra.Command {
 	fl.BoolVar(&f.passthrough, "passthrough", true, "serve cached files through FUSE passthrough (needs CAP_SYS_ADMIN; falls back to the page cache)")
 	fl.StringVar(&f.passthroughMin, "passthrough-min", "1M", "cached files smaller than this are served from the page cache instead of passthrough (faster for small files)")
 	fl.DurationVar(&f.passthroughMinAge, "passthrough-min-age", 10*time.Minute, "cached files modified more recently are served from the page cache, not passthrough (a file open through passthrough cannot be opened for writing on this node until its readers close it)")
-	fl.DurationVar(&f.cacheTTL, "cache-ttl", time.Minute, "how long the kernel caches entries and attributes of files whose cached copy is current (opens are still checked)")
+	fl.DurationVar(&f.cacheTTL, "cache-ttl", time.Minute, "how long the kernel caches entries and attributes of files whose cached copy is current")
+	fl.StringVar(&f.openCheck, "open-check", "auto", "when an open of a cached file asks the metadata engine whether the file changed: auto (only when no change channel vouches for the copy; the embedded volume needs none) or always")
 	fl.BoolVar(&f.prefetch, "prefetch", true, "prefetch files related to opened ones (shared tags, co-access, next in name order) and learn co-access")
 	fl.IntVar(&f.prefetchWidth, "prefetch-width", 16, "files queued per opened file")
 	fl.IntVar(&f.prefetchDepth, "prefetch-depth", 1, "1: files related to opened ones; 2: also files related to those; ...")
@@ -318,11 +320,14 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 	if f.cacheTTL < 0 {
 		return cfg, fmt.Errorf("--cache-ttl %v: must not be negative", f.cacheTTL)
 	}
+	if f.openCheck != "auto" && f.openCheck != "always" {
+		return cfg, fmt.Errorf("--open-check %q: want auto or always", f.openCheck)
+	}
 	pc := cache.DefaultPrefetchConfig()
 	pc.Width, pc.Depth, pc.Threads, pc.MaxFileSize = f.prefetchWidth, f.prefetchDepth, f.prefetchThreads, int64(maxFile)
 	cfg.Cache = daemon.CacheConfig{
 		Size: int64(whole), Passthrough: f.passthrough, PassthroughMin: int64(ptMin), PassthroughMinAge: f.passthroughMinAge, TTL: f.cacheTTL,
-		Prefetch: f.prefetch, PrefetchConfig: pc,
+		Prefetch: f.prefetch, PrefetchConfig: pc, OpenCheckAlways: f.openCheck == "always",
 	}
 	if cfg.BufferSize, err = config.ParseBytes(f.bufferSize, 'M'); err != nil {
 		return cfg, fmt.Errorf("--buffer-size: %w", err)
