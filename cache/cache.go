@@ -452,6 +452,32 @@ func (c *Cache) Get(ino uint64, v Version) (*Hit, bool) {
 	return h, ok
 }
 
+// Use counts a hit of an open of ino at version v and refreshes its recency
+// without opening the copy: for an open whose reads the kernel will most
+// likely answer from pages it already holds. A copy not yet checked since
+// the start is not used this way (Get checks it). OpenCopy opens the copy,
+// with Get's checks, when a read reaches the daemon after all.
+func (c *Cache) Use(ino uint64, v Version) (size int64, ok bool) {
+	now := time.Now().UnixNano()
+	c.mu.Lock()
+	e := c.entries[ino]
+	if e == nil || c.closed || e.ver != v || !e.verified {
+		c.mu.Unlock()
+		return 0, false
+	}
+	size = e.size
+	e.lastUse = now
+	c.lru.MoveToFront(e.elem)
+	c.dirty[ino] = struct{}{}
+	c.mu.Unlock()
+	c.met.hit(size)
+	return size, true
+}
+
+// OpenCopy opens the copy of ino at version v, as Get does, without counting
+// an open or refreshing recency.
+func (c *Cache) OpenCopy(ino uint64, v Version) (*Hit, bool) { return c.lookup(ino, v, false) }
+
 // Has reports whether ino is cached at version v (no counting, no recency).
 func (c *Cache) Has(ino uint64, v Version) bool {
 	c.mu.Lock()

@@ -331,6 +331,14 @@ func (d *Daemon) warmupSet(ctx context.Context, req control.WarmupRequest) ([]ui
 			}
 			expr, what = "", "tag "+req.Tag
 		}
+		// Tags set through this node just before belong in the set: land
+		// their queued index changes first (bounded: an index that is down
+		// or busy gives the set it has).
+		sctx, scancel := context.WithTimeout(ctx, d.tags.svc.Timeout())
+		if err := d.tags.svc.Sync(sctx); err != nil {
+			d.log.Debug("warmup: tag changes still queued for the index", "error", err)
+		}
+		scancel()
 		qctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
 		var err error

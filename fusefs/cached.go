@@ -124,10 +124,46 @@ const (
 // cachedHandle is the cache layer's slot of a handle.
 type cachedHandle struct {
 	passthrough bool
-	file        *os.File    // local copy (reads served by the daemon), or nil
 	stale       atomic.Bool // the file was written through this mount since
 	readThrough bool        // a read-only open that missed the cache
 	size        uint64
+	// copied: reads are served from the local copy of version ver, opened
+	// at the open or, when the kernel was expected to hold the file's
+	// pages (lazy), at the first read that reaches the daemon.
+	copied bool
+	lazy   bool
+	ver    cache.Version
+	fmu    sync.Mutex
+	file   *os.File // fmu; nil until opened, or when the copy is gone
+	failed bool     // fmu: the lazy open found no usable copy
+}
+
+// copyFile returns the open local copy, opening it first for a lazy handle;
+// nil when reads must go to JuiceFS.
+func (ch *cachedHandle) copyFile(c *cache.Cache, ino uint64) *os.File {
+	if !ch.copied || ch.stale.Load() {
+		return nil
+	}
+	ch.fmu.Lock()
+	defer ch.fmu.Unlock()
+	if ch.file == nil && ch.lazy && !ch.failed {
+		if hit, ok := c.OpenCopy(ino, ch.ver); ok {
+			ch.file = hit.File
+		} else {
+			ch.failed = true
+		}
+	}
+	return ch.file
+}
+
+// closeFile closes the local copy, if open.
+func (ch *cachedHandle) closeFile() {
+	ch.fmu.Lock()
+	if ch.file != nil {
+		_ = ch.file.Close()
+		ch.file = nil
+	}
+	ch.fmu.Unlock()
 }
 
 // inodeIO is the passthrough state of one inode. The kernel refuses (EIO) to
@@ -223,17 +259,35 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 		return 0
 	}
 	ver := volume.FileVersion(&h.attr)
-	if h.attr.Length <= awaitFillMax {
-		// A prefetch or a warmup is copying this very file: wait for the
-		// copy, which has already done part of what reading the file
-		// through JuiceFS would do again. Small files only: a reader of a
-		// large file should not wait for all of it before its first byte.
-		c.Cache.AwaitFill(context.Background(), ino, awaitFillWait)
+	ch.ver = ver
+	// A file served through the page cache whose pages the kernel kept
+	// from an earlier open of this version: its reads will most likely
+	// never reach the daemon, so the copy is opened only if one does.
+	lazy := false
+	if int64(h.attr.Length) < c.PassthroughMin || !c.passthrough.Load() {
+		c.mu.Lock()
+		kept := c.pages[ino] == ver
+		c.mu.Unlock()
+		if kept {
+			_, lazy = c.Cache.Use(ino, ver)
+		}
 	}
-	// Open and check the copy (disk I/O, and a whole read for its checksum
-	// on first use) before taking any lock, so that opens of different
-	// files run in parallel.
-	hit, ok := c.Cache.Get(ino, ver)
+	var hit *cache.Hit
+	ok := lazy
+	if !lazy {
+		if h.attr.Length <= awaitFillMax {
+			// A prefetch or a warmup is copying this very file: wait for
+			// the copy, which has already done part of what reading the
+			// file through JuiceFS would do again. Small files only: a
+			// reader of a large file should not wait for all of it before
+			// its first byte.
+			c.Cache.AwaitFill(context.Background(), ino, awaitFillWait)
+		}
+		// Open and check the copy (disk I/O, and a whole read for its
+		// checksum on first use) before taking any lock, so that opens
+		// of different files run in parallel.
+		hit, ok = c.Cache.Get(ino, ver)
+	}
 	defer func() { // after the inode is released (defers run last first)
 		if c.Prefetch != nil {
 			c.Prefetch.Opened(ino, ok)
@@ -246,8 +300,10 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 	defer c.release(ino, io)
 	if ok && !c.Cache.Has(ino, ver) {
 		// A write open dropped the copy meanwhile.
-		_ = hit.File.Close()
-		hit, ok = nil, false
+		if hit != nil {
+			_ = hit.File.Close()
+		}
+		hit, ok, lazy = nil, false, false
 	}
 	c.Opens.Opened(h.vouched)
 	if ok && healthy && !h.vouched {
@@ -262,7 +318,7 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 	}
 	if io.passthrough > 0 {
 		// Every open of an inode with a backing file must use it.
-		if ok {
+		if hit != nil {
 			_ = hit.File.Close()
 		}
 		if !ok || io.backingVer != ver {
@@ -273,7 +329,7 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 		return c.joinPassthrough(io, h, ch, out)
 	}
 	old := time.Since(time.Unix(h.attr.Mtime, int64(h.attr.Mtimensec))) >= c.PassthroughMinAge
-	if ok && c.passthrough.Load() && hit.Size >= c.PassthroughMin && old && !c.otherPageCacheHandles(ino, h) {
+	if hit != nil && c.passthrough.Load() && hit.Size >= c.PassthroughMin && old && !c.otherPageCacheHandles(ino, h) {
 		if io.backingID == 0 {
 			// Every passthrough open of the inode reads through this one
 			// open file, so its readers share its readahead state; they are
@@ -296,9 +352,12 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 			return c.joinPassthrough(io, h, ch, out)
 		}
 	}
-	if ok {
-		ch.file = hit.File
-	} else {
+	switch {
+	case hit != nil:
+		ch.copied, ch.file = true, hit.File
+	case lazy:
+		ch.copied, ch.lazy = true, true
+	default:
 		ch.readThrough = true
 	}
 	c.mu.Lock()
@@ -421,7 +480,7 @@ func (c *cacheLayer) invalidate(ino uint64) {
 	delete(c.pages, ino)
 	c.mu.Unlock()
 	c.handles.each(ino, func(h *handle) {
-		if ch := h.cached.Load(); ch != nil && ch.file != nil {
+		if ch := h.cached.Load(); ch != nil && ch.copied {
 			ch.stale.Store(true)
 		}
 	})
@@ -430,8 +489,9 @@ func (c *cacheLayer) invalidate(ino uint64) {
 // Read serves a read from the local copy when the handle has one.
 func (c *cacheLayer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	if h := c.handles.get(in.Fh); h != nil {
-		if ch := h.cached.Load(); ch != nil && ch.file != nil && !ch.stale.Load() {
-			n, err := ch.file.ReadAt(buf, int64(in.Offset))
+		if f := h.cachedCopy(c.Cache); f != nil {
+			ch := h.cached.Load()
+			n, err := f.ReadAt(buf, int64(in.Offset))
 			if err == nil || n > 0 || in.Offset >= ch.size {
 				return fuse.ReadResultData(buf[:n]), fuse.OK
 			}
@@ -484,8 +544,8 @@ func (c *cacheLayer) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		}
 		c.release(in.NodeId, io)
 	}
-	if ch != nil && ch.file != nil {
-		_ = ch.file.Close()
+	if ch != nil {
+		ch.closeFile()
 	}
 	c.RawFileSystem.Release(cancel, in)
 	if ch != nil && ch.readThrough && c.Prefetch != nil && c.ReadThroughMax > 0 && ch.size <= uint64(c.ReadThroughMax) && ch.size > 0 {
@@ -551,4 +611,13 @@ func (c *cacheLayer) warmParent(ino uint64) {
 		}
 		ino = d.Parent
 	}
+}
+
+// cachedCopy is the local copy h's reads are served from, nil when none.
+func (h *handle) cachedCopy(c *cache.Cache) *os.File {
+	ch := h.cached.Load()
+	if ch == nil {
+		return nil
+	}
+	return ch.copyFile(c, h.ino)
 }

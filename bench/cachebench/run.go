@@ -26,9 +26,17 @@ const (
 	tDgCold    = "disgrafs-cold"
 	tDgWarm    = "disgrafs-warm"
 	tNative    = "native"
+	// The embedded default volume (SQLite, local objects: no latency),
+	// warmed, with the default open check and with --open-check always.
+	tDgLocal      = "disgrafs-local"
+	tDgLocalCheck = "disgrafs-local-check"
 )
 
-func allTargets() []string { return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative} }
+func allTargets() []string {
+	return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative, tDgLocal, tDgLocalCheck}
+}
+
+func isLocal(t string) bool { return t == tDgLocal || t == tDgLocalCheck }
 
 // targetLetter is the issue's name for a target.
 func targetLetter(t string) string {
@@ -43,6 +51,10 @@ func targetLetter(t string) string {
 		return "d"
 	case tNative:
 		return "e"
+	case tDgLocal:
+		return "f"
+	case tDgLocalCheck:
+		return "g"
 	}
 	return ""
 }
@@ -59,6 +71,10 @@ func targetTitle(t string) string {
 		return "disgrafs, after disgrafs warmup --tag"
 	case tNative:
 		return "native directory"
+	case tDgLocal:
+		return "disgrafs, embedded volume, warm"
+	case tDgLocalCheck:
+		return "disgrafs, embedded volume, warm, --open-check always"
 	}
 	return t
 }
@@ -189,7 +205,7 @@ func checkBinaries(ctx context.Context, e *env, info *runInfo) error {
 	if _, err := exec.LookPath(cfg.redisBin); err != nil {
 		return fmt.Errorf("redis-server: %w (apt-get install redis-server)", err)
 	}
-	if !slices.Contains(cfg.targets, tDgCold) && !slices.Contains(cfg.targets, tDgWarm) {
+	if !slices.ContainsFunc(cfg.targets, func(t string) bool { return t == tDgCold || t == tDgWarm || isLocal(t) }) {
 		return nil
 	}
 	src, err := filepath.Abs(cfg.disgrafsBin)
@@ -268,6 +284,18 @@ func (e *env) disgrafsMount(name, dataDir, mnt, cacheDir string, metricsPort int
 	}
 }
 
+// disgrafsLocalMount mounts the embedded default volume kept in dataDir.
+func (e *env) disgrafsLocalMount(name, dataDir, mnt, cacheDir string, metricsPort int, extra []string) (func(context.Context) (*mounted, error), []string) {
+	args := []string{e.disgrafs, "mount", "--data-dir", dataDir, "--cache-dir", cacheDir,
+		"--cache-size", strconv.FormatInt(e.cacheSize, 10) + "M", "--auto-tag=false", "--metrics", "127.0.0.1:" + strconv.Itoa(metricsPort)}
+	args = append(append(args, e.cfg.disgrafsArgs...), extra...)
+	args = append(args, mnt)
+	return func(ctx context.Context) (*mounted, error) {
+		return startMount(ctx, mountSpec{name: name, argv: args, env: []string{"DISGRAFS_CONFIG=/dev/null"}, mnt: mnt,
+			fstype: "fuse.disgrafs", logPath: filepath.Join(e.logs, name+".log"), umount: []string{e.disgrafs, "umount", mnt}, timeout: e.cfg.mountTimeout})
+	}, args
+}
+
 // newTargets describes the selected targets; nothing is mounted yet.
 func (e *env) newTargets(info *runInfo) {
 	for i, name := range e.cfg.targets {
@@ -297,6 +325,18 @@ func (e *env) newTargets(info *runInfo) {
 			}
 			args := e.disgrafsMountArgs(data, "MNT", "DIR", t.metrics)
 			info.targetConfig[name] = fmt.Sprintf("`disgrafs %s`, %s", strings.Join(args[1:], " "), how)
+		case tDgLocal, tDgLocalCheck:
+			t.root = mnt
+			var extra []string
+			if name == tDgLocalCheck {
+				extra = []string{"--open-check", "always"}
+			}
+			var args []string
+			t.mount, args = e.disgrafsLocalMount(name, filepath.Join(base, "data"), mnt, t.cacheDir, t.metrics, extra)
+			args = slices.Clone(args)
+			args[len(args)-1] = "MNT"
+			info.targetConfig[name] = fmt.Sprintf("`disgrafs %s` (the embedded default volume: SQLite and objects on local disk, so no latency applies), mounted once; the data set written through it and `disgrafs warmup --tag %s` and `--tag %s` before the first pass",
+				strings.Join(args[1:], " "), tagSmall, tagLarge)
 		}
 		e.targets = append(e.targets, t)
 	}
@@ -366,7 +406,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) (err error)
 	if err := createData(ctx, e, ds, info); err != nil {
 		return err
 	}
-	if err := warmTargets(ctx, e, info); err != nil {
+	if err := warmTargets(ctx, e, ds, info); err != nil {
 		return err
 	}
 
@@ -429,7 +469,7 @@ func createData(ctx context.Context, e *env, ds *dataSet, info *runInfo) error {
 
 // warmTargets mounts the warm targets for the whole run and warms them; the
 // disgrafs targets first rebuild their tag index from the xattrs.
-func warmTargets(ctx context.Context, e *env, info *runInfo) error {
+func warmTargets(ctx context.Context, e *env, ds *dataSet, info *runInfo) error {
 	for _, t := range e.targets {
 		if t.mount == nil {
 			continue
@@ -450,6 +490,20 @@ func warmTargets(ctx context.Context, e *env, info *runInfo) error {
 			}
 			e.logf("%s: reindexed in %.1f s", t.name, time.Since(start).Seconds())
 		}
+		if isLocal(t.name) {
+			start := time.Now()
+			e.logf("%s: writing the data set through the mount", t.name)
+			var mtime time.Time
+			if e.cfg.dataAge > 0 {
+				mtime = time.Now().Add(-e.cfg.dataAge)
+			}
+			if err := writeTree(ctx, t.root, ds, e.cfg.writers, true, mtime, func(done, total int) {
+				e.logf("writing the data set into %s: %d/%d files", t.name, done, total)
+			}); err != nil {
+				return fmt.Errorf("%s: write the data set: %w", t.name, err)
+			}
+			e.logf("%s: written in %.1f s", t.name, time.Since(start).Seconds())
+		}
 		switch t.name {
 		case tJuiceWarm:
 			start := time.Now()
@@ -467,7 +521,7 @@ func warmTargets(ctx context.Context, e *env, info *runInfo) error {
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
 			info.warmCheck[t.name] = checkLine(out)
-		case tDgWarm:
+		case tDgWarm, tDgLocal, tDgLocalCheck:
 			start := time.Now()
 			tags := []string{tagSmall}
 			if e.cfg.data.largeFiles > 0 {
