@@ -46,15 +46,21 @@ type State struct {
 // holds locked. Every change reaches the volume through this mount's own
 // requests, which drop the trust of the files they change before they
 // change them, so trust never lapses.
-type Exclusive struct{}
+type Exclusive struct {
+	// Detail replaces the default description.
+	Detail string
+}
 
 // Epoch is always the same, and always trusted.
 func (Exclusive) Epoch() (uint64, bool) { return 1, true }
 
 // State describes the exclusive channel.
-func (Exclusive) State() State {
-	return State{Mode: "exclusive", Trusted: true,
-		Detail: "the embedded volume: this daemon makes every change, so opens of cached files known current need no metadata round trip"}
+func (e Exclusive) State() State {
+	d := e.Detail
+	if d == "" {
+		d = "the embedded volume: this daemon makes every change, so opens of cached files known current need no metadata round trip"
+	}
+	return State{Mode: "exclusive", Trusted: true, Detail: d}
 }
 
 // Check is the absence of a channel: every open asks the engine.

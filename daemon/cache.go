@@ -133,6 +133,8 @@ func (d *Daemon) changeChannel() coherence.Channel {
 	switch {
 	case d.cfg.Cache.OpenCheckAlways:
 		return coherence.Check{Why: "--open-check always: every open of a cached file asks the metadata engine"}
+	case d.cfg.FS.NoOpen:
+		return coherence.Exclusive{Detail: "a --read-only mount of the embedded volume: nothing can change it, so the kernel opens files without asking and keeps their pages"}
 	case d.cfg.MetaURL == "":
 		return coherence.Exclusive{}
 	}
@@ -182,6 +184,8 @@ func (d *Daemon) cacheInfo() *control.CacheInfo {
 	ci.Coherence = control.CoherenceInfo{Mode: cs.Mode, Trusted: cs.Trusted, Detail: cs.Detail}
 	ci.Coherence.LocalOpens, ci.Coherence.CheckedOpens = d.cache.opens.Opens()
 	switch {
+	case d.cfg.FS.NoOpen:
+		ci.PassthroughNote = "off: this --read-only mount of the embedded volume gets no OPEN requests, whose replies would carry the backing files; cached files are served through the page cache"
 	case !d.cfg.Cache.Passthrough:
 		ci.PassthroughNote = "off (--passthrough=false): cached files are served through the page cache"
 	case !ci.Passthrough:

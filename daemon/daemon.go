@@ -53,6 +53,9 @@ type Config struct {
 	Cache           CacheConfig
 	BPF             string // --bpf: off, auto (default) or on
 	Prealloc        PreallocConfig
+	// ReadOnly mounts read-only; on the embedded volume also without OPEN,
+	// FLUSH and RELEASE requests (fusefs.Options.NoOpen).
+	ReadOnly bool
 }
 
 // Daemon is a running mount.
@@ -153,9 +156,24 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = defaultCacheDir()
 	}
+	if cfg.ReadOnly {
+		cfg.FuseOptions = append(cfg.FuseOptions, "ro")
+		if cfg.MetaURL == "" {
+			// Nothing can change the embedded volume while this daemon
+			// holds its lock, least of all this mount: the kernel may open
+			// files without asking and keep entries, attributes and pages.
+			cfg.FS.NoOpen = true
+			cfg.FS.AttrTimeout = max(cfg.FS.AttrTimeout, cfg.Cache.TTL)
+			cfg.FS.EntryTimeout = max(cfg.FS.EntryTimeout, cfg.Cache.TTL)
+			cfg.FS.DirEntryTimeout = max(cfg.FS.DirEntryTimeout, cfg.Cache.TTL)
+			// The backing file of a passthrough open travels in the OPEN
+			// reply, which this mount never sends.
+			cfg.Cache.Passthrough = false
+		}
+	}
 	d.cfg = cfg
 
-	conn, err := volume.Connect(ctx, metaURL, volume.ConnectOptions{Mountpoint: mp})
+	conn, err := volume.Connect(ctx, metaURL, volume.ConnectOptions{Mountpoint: mp, ReadOnly: cfg.ReadOnly})
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +281,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		AllowOther: cfg.AllowOther,
 		Debug:      cfg.Debug,
 		Options:    cfg.FuseOptions,
+		LocalLocks: cfg.FS.NoOpen,
 	})
 	if err != nil {
 		return nil, err

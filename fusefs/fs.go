@@ -10,6 +10,8 @@
 //	              tagtree.go)
 //	preallocLayer creates answered from a pool, pending names, async close
 //	              (prealloc.go)
+//	noOpenLayer   a read-only mount without OPEN, FLUSH and RELEASE: reads
+//	              by inode (noopen.go; --read-only on the embedded volume)
 //	cacheLayer    reads of cached files through passthrough or the page
 //	              cache, invalidation of copies this mount writes (cached.go)
 //	baseFS        a thin translator to JuiceFS's VFS (base.go)
@@ -87,6 +89,9 @@ type Options struct {
 	Prealloc *prealloc.Manager
 	// Names is the mount's name index (nil: names are not remembered).
 	Names *names.Index
+	// NoOpen serves a read-only mount of a volume nothing else can change
+	// without OPEN, FLUSH and RELEASE requests (see noOpenLayer).
+	NoOpen bool
 }
 
 // DefaultOptions are JuiceFS's defaults: one second for attributes and entries.
@@ -117,6 +122,9 @@ func New(v *vfs.VFS, opts Options) *FS {
 		fs.base.filesAbove = true
 		fs.base.voucher = fs.cache
 		next = fs.cache
+	}
+	if opts.NoOpen {
+		next = newNoOpenLayer(next)
 	}
 	if opts.Prealloc != nil {
 		p := newPreallocLayer(next, opts.Prealloc, fs.base, handles, opts.Names, opts.AttrTimeout, opts.Log)

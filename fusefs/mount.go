@@ -18,6 +18,10 @@ type MountConfig struct {
 	Debug      bool
 	// Options are extra mount options (-o), passed to the kernel as they are.
 	Options []string
+	// LocalLocks leaves POSIX locks and flocks to the kernel (exact when
+	// no other node can reach the volume); otherwise they are JuiceFS's,
+	// shared by every node.
+	LocalLocks bool
 }
 
 // Mount attaches fs at mountpoint and returns the server; call Serve on it.
@@ -30,7 +34,7 @@ func Mount(fs *FS, mountpoint string, c MountConfig) (*fuse.Server, error) {
 		MaxBackground:        64,
 		MaxWrite:             1 << 20,
 		MaxReadAhead:         1 << 20,
-		EnableLocks:          true,
+		EnableLocks:          !c.LocalLocks,
 		EnableSymlinkCaching: true,
 		DirectMount:          true,
 		// Replies come from memory buffers, so splice saves nothing, and a

@@ -198,3 +198,108 @@ func TestCoherenceOpenCheckAlways(t *testing.T) {
 		t.Error("--open-check sometimes was accepted")
 	}
 }
+
+// fuseOpsTotal sums disgrafs_fuse_ops_total over every operation.
+func fuseOpsTotal(t testing.TB, addr string) float64 {
+	t.Helper()
+	var sum float64
+	for _, m := range families(t, addr)["disgrafs_fuse_ops_total"].GetMetric() {
+		sum += m.GetCounter().GetValue()
+	}
+	return sum
+}
+
+// TestCoherenceReadOnlyNoOpen: a --read-only mount of the embedded volume
+// serves a warm epoch with no FUSE request at all (no OPEN, FLUSH or
+// RELEASE; entries, attributes and pages kept by the kernel), reads files
+// that are not cached by inode, refuses every write with EROFS, and leaves
+// locks to the kernel.
+func TestCoherenceReadOnlyNoOpen(t *testing.T) {
+	needRoot(t)
+	dataDir := t.TempDir()
+	rw := startMount(t, MountOpts{DataDir: dataDir})
+	files := dataset(t, rw.Path("ds"), "ro", 30, 32<<10, 31)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 3<<16+7) // 3 MiB: passthrough size on a normal mount
+	bigPath := rw.Path("ds", "big")
+	if err := os.WriteFile(bigPath, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Setxattr(bigPath, "user.xdg.tags", []byte("ro"), 0); err != nil {
+		t.Fatal(err)
+	}
+	warmup(t, "--tag", "ro", rw.Dir)
+	// Not cached: read through JuiceFS by inode.
+	if err := os.WriteFile(rw.Path("ds", "uncached"), []byte("never warmed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rw.Unmount()
+
+	addr := freeMetricsAddr(t)
+	m := startMount(t, MountOpts{Dir: rw.Dir, DataDir: dataDir, Extra: []string{"--read-only", "--metrics", addr}})
+	want := map[string][]byte{m.Path("ds", "big"): big, m.Path("ds", "uncached"): []byte("never warmed")}
+	for p, b := range files {
+		want[p] = b
+	}
+	verify(t, want)
+	before := fuseOpsTotal(t, addr)
+	verify(t, want)
+	if d := fuseOpsTotal(t, addr) - before; d != 0 {
+		t.Errorf("a second epoch over a warm data set made %v FUSE requests, want 0", d)
+	}
+
+	refused := []struct {
+		name string
+		do   func() error
+	}{
+		{"create", func() error { return os.WriteFile(m.Path("ds", "new"), nil, 0o644) }},
+		{"open for writing", func() error {
+			f, err := os.OpenFile(m.Path("ds", "big"), os.O_WRONLY, 0)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"truncate", func() error { return os.Truncate(m.Path("ds", "big"), 0) }},
+		{"unlink", func() error { return os.Remove(m.Path("ds", "uncached")) }},
+		{"setxattr", func() error { return unix.Setxattr(m.Path("ds", "big"), "user.xdg.tags", []byte("x"), 0) }},
+		{"tag by ln", func() error { return os.Link(m.Path("ds", "big"), m.Path(".tags", "ro", "big2")) }},
+		{"mkdir", func() error { return os.Mkdir(m.Path("d"), 0o755) }},
+	}
+	for _, r := range refused {
+		if err := r.do(); !errors.Is(err, syscall.EROFS) {
+			t.Errorf("%s on a --read-only mount: %v, want EROFS", r.name, err)
+		}
+	}
+	verify(t, want) // nothing changed
+
+	// Locks are the kernel's: a read lock held here blocks another
+	// process's write lock until it is released.
+	p := m.Path("ds", "big")
+	for d := filepath.Dir(m.Dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_RDLCK}); err != nil {
+		t.Fatalf("read lock: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync of a read-only descriptor: %v", err)
+	}
+	if err := asOther("rdlock-conflict", p); !errors.Is(err, syscall.EAGAIN) {
+		t.Errorf("another process's write-lock test while a read lock is held: %v, want EAGAIN", err)
+	}
+	f.Close()
+	if err := asOther("rdlock-conflict", p); err != nil {
+		t.Errorf("the read lock outlived its descriptor's close: %v", err)
+	}
+
+	// Flags that cannot go together.
+	if _, err := tryMount(t, MountOpts{Extra: []string{"--read-only", "--prealloc", "x"}}); err == nil {
+		t.Error("--read-only with --prealloc was accepted")
+	}
+}

@@ -110,6 +110,22 @@ func otherOp(a []string) error {
 		}
 		defer f.Close()
 		return unix.FcntlFlock(f.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK, Whence: 0})
+	case "rdlock-conflict":
+		// Whether a POSIX write lock could be taken (F_GETLK through a
+		// read-only descriptor): EAGAIN when another process holds a lock.
+		f, err := os.Open(a[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		lk := unix.Flock_t{Type: unix.F_WRLCK}
+		if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &lk); err != nil {
+			return err
+		}
+		if lk.Type != unix.F_UNLCK {
+			return syscall.EAGAIN
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown operation %q", a[0])
 }

@@ -120,6 +120,7 @@ func ratioSpecs() []ratioSpec {
 		{"large files: disgrafs warm / native (d/e)", kindLarge, tDgWarm, tNative, 0.9, ">= 0.9", 0},
 		{"large files: disgrafs cold / juicefs cold (c/a)", kindLarge, tDgCold, tJuiceCold, 0, "(no goal)", 0},
 		{"small files: embedded volume warm / native (f/e)", kindSmall, tDgLocal, tNative, 0, "(no goal)", 0},
+		{"small files: embedded volume --read-only / native (h/e)", kindSmall, tDgLocalRO, tNative, 0.9, ">= 0.9 (page cache warm)", 0},
 		{"small files: embedded volume, no open check / open check (f/g)", kindSmall, tDgLocal, tDgLocalCheck, 0, "(no goal)", 0},
 		{"large files: embedded volume warm / native (f/e)", kindLarge, tDgLocal, tNative, 0, "(no goal)", 0},
 	}

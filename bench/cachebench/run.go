@@ -30,13 +30,14 @@ const (
 	// warmed, with the default open check and with --open-check always.
 	tDgLocal      = "disgrafs-local"
 	tDgLocalCheck = "disgrafs-local-check"
+	tDgLocalRO    = "disgrafs-local-ro" // remounted --read-only after the warmup
 )
 
 func allTargets() []string {
-	return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative, tDgLocal, tDgLocalCheck}
+	return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative, tDgLocal, tDgLocalCheck, tDgLocalRO}
 }
 
-func isLocal(t string) bool { return t == tDgLocal || t == tDgLocalCheck }
+func isLocal(t string) bool { return t == tDgLocal || t == tDgLocalCheck || t == tDgLocalRO }
 
 // targetLetter is the issue's name for a target.
 func targetLetter(t string) string {
@@ -55,6 +56,8 @@ func targetLetter(t string) string {
 		return "f"
 	case tDgLocalCheck:
 		return "g"
+	case tDgLocalRO:
+		return "h"
 	}
 	return ""
 }
@@ -75,6 +78,8 @@ func targetTitle(t string) string {
 		return "disgrafs, embedded volume, warm"
 	case tDgLocalCheck:
 		return "disgrafs, embedded volume, warm, --open-check always"
+	case tDgLocalRO:
+		return "disgrafs, embedded volume, warm, --read-only"
 	}
 	return t
 }
@@ -89,6 +94,9 @@ type target struct {
 	m        *mounted
 	// mount starts the target's daemon (nil for the native directory).
 	mount func(ctx context.Context) (*mounted, error)
+	// setupMount, when set, mounts the target for writing and warming the
+	// data set; mount then serves the passes.
+	setupMount func(ctx context.Context) (*mounted, error)
 }
 
 func (t *target) cold() bool { return t.name == tJuiceCold || t.name == tDgCold }
@@ -325,17 +333,25 @@ func (e *env) newTargets(info *runInfo) {
 			}
 			args := e.disgrafsMountArgs(data, "MNT", "DIR", t.metrics)
 			info.targetConfig[name] = fmt.Sprintf("`disgrafs %s`, %s", strings.Join(args[1:], " "), how)
-		case tDgLocal, tDgLocalCheck:
+		case tDgLocal, tDgLocalCheck, tDgLocalRO:
 			t.root = mnt
 			var extra []string
-			if name == tDgLocalCheck {
+			switch name {
+			case tDgLocalCheck:
 				extra = []string{"--open-check", "always"}
+			case tDgLocalRO:
+				extra = []string{"--read-only"}
+				t.setupMount, _ = e.disgrafsLocalMount(name+"-setup", filepath.Join(base, "data"), mnt, t.cacheDir, t.metrics, nil)
 			}
 			var args []string
 			t.mount, args = e.disgrafsLocalMount(name, filepath.Join(base, "data"), mnt, t.cacheDir, t.metrics, extra)
 			args = slices.Clone(args)
 			args[len(args)-1] = "MNT"
-			info.targetConfig[name] = fmt.Sprintf("`disgrafs %s` (the embedded default volume: SQLite and objects on local disk, so no latency applies), mounted once; the data set written through it and `disgrafs warmup --tag %s` and `--tag %s` before the first pass",
+			how := "mounted once; the data set written through it and `disgrafs warmup --tag %s` and `--tag %s` before the first pass"
+			if t.setupMount != nil {
+				how = "the data set written through a read-write mount and `disgrafs warmup --tag %s` and `--tag %s`, then remounted with these flags for the passes"
+			}
+			info.targetConfig[name] = fmt.Sprintf("`disgrafs %s` (the embedded default volume: SQLite and objects on local disk, so no latency applies), "+how,
 				strings.Join(args[1:], " "), tagSmall, tagLarge)
 		}
 		e.targets = append(e.targets, t)
@@ -478,7 +494,11 @@ func warmTargets(ctx context.Context, e *env, ds *dataSet, info *runInfo) error 
 			continue
 		}
 		var err error
-		if t.m, err = t.mount(ctx); err != nil {
+		mount := t.mount
+		if t.setupMount != nil {
+			mount = t.setupMount
+		}
+		if t.m, err = mount(ctx); err != nil {
 			return fmt.Errorf("mount %s: %w", t.name, err)
 		}
 		log := filepath.Join(e.logs, t.name+"-setup.log")
@@ -521,7 +541,7 @@ func warmTargets(ctx context.Context, e *env, ds *dataSet, info *runInfo) error 
 				return fmt.Errorf("%s: %w", t.name, err)
 			}
 			info.warmCheck[t.name] = checkLine(out)
-		case tDgWarm, tDgLocal, tDgLocalCheck:
+		case tDgWarm, tDgLocal, tDgLocalCheck, tDgLocalRO:
 			start := time.Now()
 			tags := []string{tagSmall}
 			if e.cfg.data.largeFiles > 0 {
@@ -544,11 +564,16 @@ func warmTargets(ctx context.Context, e *env, ds *dataSet, info *runInfo) error 
 			}
 			info.warmCheck[t.name] = strings.Join(checks, "; ")
 		}
-		if t.cold() {
+		if t.cold() || t.setupMount != nil {
 			err := t.m.stop()
 			t.m = nil
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
+			}
+		}
+		if t.setupMount != nil {
+			if t.m, err = t.mount(ctx); err != nil {
+				return fmt.Errorf("mount %s: %w", t.name, err)
 			}
 		}
 		e.logf("%s ready", t.name)

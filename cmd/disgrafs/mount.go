@@ -43,6 +43,7 @@ type mountFlags struct {
 	passthroughMinAge               time.Duration
 	cacheTTL                        time.Duration
 	openCheck                       string
+	readOnly                        bool
 	prefetch                        bool
 	prefetchWidth, prefetchDepth    int
 	prefetchThreads                 int
@@ -100,6 +101,7 @@ func newMount(g *globals) *cobra.Command {
 	fl.StringVar(&f.passthroughMin, "passthrough-min", "1M", "cached files smaller than this are served from the page cache instead of passthrough (faster for small files)")
 	fl.DurationVar(&f.passthroughMinAge, "passthrough-min-age", 10*time.Minute, "cached files modified more recently are served from the page cache, not passthrough (a file open through passthrough cannot be opened for writing on this node until its readers close it)")
 	fl.DurationVar(&f.cacheTTL, "cache-ttl", time.Minute, "how long the kernel caches entries and attributes of files whose cached copy is current")
+	fl.BoolVar(&f.readOnly, "read-only", false, "mount read-only (writes fail with EROFS); on the embedded volume, which nothing else can change, opens and closes then cost no FUSE request and entries and attributes are kept for --cache-ttl")
 	fl.StringVar(&f.openCheck, "open-check", "auto", "when an open of a cached file asks the metadata engine whether the file changed: auto (only when no change channel vouches for the copy; the embedded volume needs none) or always")
 	fl.BoolVar(&f.prefetch, "prefetch", true, "prefetch files related to opened ones (shared tags, co-access, next in name order) and learn co-access")
 	fl.IntVar(&f.prefetchWidth, "prefetch-width", 16, "files queued per opened file")
@@ -249,6 +251,13 @@ func (f *mountFlags) config(mp string) (daemon.Config, error) {
 		cfg.BPF = f.bpf
 	default:
 		return cfg, fmt.Errorf("--bpf %q: must be off, auto or on", f.bpf)
+	}
+	if f.readOnly {
+		if len(f.prealloc) > 0 {
+			return cfg, errors.New("--read-only and --prealloc: pre-allocation creates files; leave --prealloc out")
+		}
+		cfg.ReadOnly = true
+		cfg.Tags.Auto = false // nothing is written to tag
 	}
 	if f.preallocAsync && len(f.prealloc) == 0 {
 		return cfg, fmt.Errorf("--prealloc-async-close applies to --prealloc directories: name at least one")
