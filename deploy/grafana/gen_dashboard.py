@@ -88,6 +88,7 @@ ts("Cache size and budget per node", [(f'sum by (instance, mp) (disgrafs_cache_b
 ts("Cached files per node", [(f'sum by (instance, mp) (disgrafs_cache_files{{{SEL}}})',"{{instance}} {{mp}}")], "short")
 ts("Cache fills and evictions/s per node", [(f'sum by (instance, mp) (rate(disgrafs_cache_filled_files_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} filled"),(f'sum by (instance, mp) (rate(disgrafs_cache_evictions_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} evicted"),(f'sum by (instance, mp) (rate(disgrafs_cache_corrupt_files_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} corrupt")], "ops")
 ts("Passthrough opens/s per node", [(f'sum by (instance, mp) (rate(disgrafs_cache_passthrough_opens_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}}")], "ops")
+ts("Opens by check per node", [(f'sum by (instance, mp, check) (rate(disgrafs_coherence_opens_total{{{SEL}}}[{R}]))',"{{instance}} {{mp}} {{check}}")], "ops", desc="Read-only opens of regular files: local (the copy known current, no metadata round trip) or engine (asked the metadata engine).")
 endrow()
 
 row("Prefetch and warmup")

@@ -1,0 +1,52 @@
+package coherence
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestChannels(t *testing.T) {
+	tests := []struct {
+		name    string
+		ch      Channel
+		trusted bool
+		mode    string
+	}{
+		{"exclusive", Exclusive{}, true, "exclusive"},
+		{"exclusive with a detail", Exclusive{Detail: "read-only"}, true, "exclusive"},
+		{"check", Check{Why: "no channel"}, false, "check"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, ok := tt.ch.Epoch()
+			st := tt.ch.State()
+			if ok != tt.trusted || st.Trusted != tt.trusted || st.Mode != tt.mode || st.Detail == "" {
+				t.Errorf("epoch ok %v, state %+v; want trusted %v, mode %s and a detail", ok, st, tt.trusted, tt.mode)
+			}
+		})
+	}
+}
+
+func TestCounters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := NewCounters(Exclusive{}, reg)
+	c.Opened(true)
+	c.Opened(true)
+	c.Opened(false)
+	if local, checked := c.Opens(); local != 2 || checked != 1 {
+		t.Errorf("opens local %d, checked %d; want 2 and 1", local, checked)
+	}
+	if got := testutil.ToFloat64(c.opens.WithLabelValues("local")); got != 2 {
+		t.Errorf("opens_total{check=local} = %v", got)
+	}
+	if got := testutil.ToFloat64(c.trusted); got != 1 {
+		t.Errorf("trusted = %v, want 1", got)
+	}
+	var nilCounters *Counters
+	nilCounters.Opened(true) // counts nothing, does not panic
+	if l, e := nilCounters.Opens(); l != 0 || e != 0 {
+		t.Errorf("nil counters say %d, %d", l, e)
+	}
+}
