@@ -153,6 +153,15 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 			cfg.CacheDir = filepath.Join(emb.Dir, "cache")
 		}
 	}
+	if emb, ok := volume.EmbeddedAt(metaURL); ok && cfg.MetaURL != "" {
+		// An embedded volume named by URL: one daemon at a time still (the
+		// embedded mount trusts that nothing else changes it).
+		d.lock, err = lockEmbedded(emb.LockPath(), mp)
+		if err != nil {
+			return nil, err
+		}
+		d.stops.push("embedded volume lock", d.lock.Close)
+	}
 	if cfg.CacheDir == "" {
 		cfg.CacheDir = defaultCacheDir()
 	}

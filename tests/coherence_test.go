@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +39,13 @@ func coherenceOpens(t testing.TB, addr string) (local, engine float64) {
 func TestCoherenceEmbeddedOpensLocal(t *testing.T) {
 	needRoot(t)
 	addr := freeMetricsAddr(t)
-	m := startMount(t, MountOpts{Extra: []string{"--metrics", addr}})
+	dataDir := t.TempDir()
+	m := startMount(t, MountOpts{DataDir: dataDir, Extra: []string{"--metrics", addr}})
+	// Nothing else may change the volume: naming its database by URL takes
+	// the same lock.
+	if _, err := tryMount(t, MountOpts{Meta: "sqlite3://" + filepath.Join(dataDir, "meta.db")}); err == nil || !strings.Contains(err.Error(), "already mounted") {
+		t.Errorf("a second daemon mounting the embedded volume by URL: %v, want it refused as already mounted", err)
+	}
 	files := dataset(t, m.Path("ds"), "epoch", 40, 32<<10, 21)
 	warmup(t, "--tag", "epoch", m.Dir)
 	verify(t, files) // the first opens ask the engine, and trust the copies

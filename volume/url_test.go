@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -60,5 +62,28 @@ func TestRedisOptionsPasswordFromEnv(t *testing.T) {
 	o, err = RedisOptions("redis://:urlpw@127.0.0.1:6379/3")
 	if err != nil || o.Password != "urlpw" {
 		t.Fatalf("the URL's password wins: %+v, %v", o, err)
+	}
+}
+
+func TestEmbeddedAt(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "objects"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		url  string
+		want bool
+	}{
+		{"sqlite3://" + filepath.Join(dir, "meta.db"), true},
+		{"sqlite3://" + filepath.Join(dir, "meta.db") + "?_journal=WAL", true},
+		{"sqlite3://" + filepath.Join(dir, "other.db"), false},
+		{"sqlite3://" + filepath.Join(t.TempDir(), "meta.db"), false}, // no objects directory
+		{"redis://127.0.0.1:6379/1", false},
+	}
+	for _, tt := range tests {
+		e, ok := EmbeddedAt(tt.url)
+		if ok != tt.want || (ok && e.Dir != dir) {
+			t.Errorf("EmbeddedAt(%q) = %+v, %v; want %v", tt.url, e, ok, tt.want)
+		}
 	}
 }

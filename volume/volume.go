@@ -372,6 +372,25 @@ func (e Embedded) MetaURL() string { return "sqlite3://" + filepath.Join(e.Dir, 
 // Bucket is the local object directory of the embedded volume.
 func (e Embedded) Bucket() string { return filepath.Join(e.Dir, "objects") }
 
+// EmbeddedAt returns the embedded volume whose database a metadata URL names
+// (sqlite3://DIR/meta.db of a directory laid out as an embedded volume), so
+// that mounting it by URL takes the same lock as mounting it by default.
+func EmbeddedAt(metaURL string) (Embedded, bool) {
+	p, ok := strings.CutPrefix(metaURL, "sqlite3://")
+	if !ok {
+		return Embedded{}, false
+	}
+	p, _, _ = strings.Cut(p, "?")
+	e := Embedded{Dir: filepath.Dir(filepath.Clean(p))}
+	if filepath.Base(p) != "meta.db" {
+		return Embedded{}, false
+	}
+	if fi, err := os.Stat(e.Bucket()); err != nil || !fi.IsDir() {
+		return Embedded{}, false
+	}
+	return e, true
+}
+
 // LockPath is the file a daemon holds locked while it mounts the embedded volume.
 func (e Embedded) LockPath() string { return filepath.Join(e.Dir, "mount.lock") }
 
