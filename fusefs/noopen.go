@@ -93,7 +93,10 @@ func (l *noOpenLayer) handle(cancel <-chan struct{}, h *fuse.InHeader) (uint64, 
 	return f.fh, fuse.OK
 }
 
-// Forget releases the handle of an inode the kernel no longer knows.
+// Forget releases the handle of an inode the kernel no longer knows. The
+// kernel forgets an inode only once nothing uses it, so no read of it is in
+// flight and none follows without a new LOOKUP: the handle cannot be opened
+// again behind the release.
 func (l *noOpenLayer) Forget(nodeid, nlookup uint64) {
 	l.release(nodeid)
 	l.RawFileSystem.Forget(nodeid, nlookup)
