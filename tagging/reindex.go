@@ -3,6 +3,7 @@ package tagging
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/disgrafs/disgrafs/graph"
 )
@@ -24,7 +25,26 @@ type Progress struct {
 // Reindex rebuilds the index from the xattrs: every file's tags are replaced
 // by what its xattr says, and index entries for files without tags are
 // dropped. report is called after every batch.
+//
+// Tags may change while it runs (the rebuild after an unclean stop runs
+// beside the mount's users). A file that a live change names after the
+// reindex started is left to that change, which is queued and newer than
+// what the walk read: the reindex neither writes nor drops it.
 func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) (Progress, error) {
+	s.mu.Lock()
+	if s.reindexing == 0 {
+		s.touched = map[uint64]struct{}{}
+	}
+	s.reindexing++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.reindexing--
+		if s.reindexing == 0 {
+			s.touched = nil
+		}
+		s.mu.Unlock()
+	}()
 	var p Progress
 	seen := map[graph.FileID]struct{}{}
 	known := map[uint64]struct{}{}
@@ -34,7 +54,16 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 			return nil
 		}
 		s.fillParents(ctx, batch)
-		if err := s.store.Update(ctx, batch); err != nil {
+		s.wmu.Lock()
+		s.mu.Lock()
+		batch = slices.DeleteFunc(batch, func(c graph.Change) bool {
+			_, live := s.touched[uint64(c.File.ID)]
+			return live
+		})
+		s.mu.Unlock()
+		err := s.store.Update(ctx, batch)
+		s.wmu.Unlock()
+		if err != nil {
 			return fmt.Errorf("write index: %w", err)
 		}
 		batch = batch[:0]
@@ -94,18 +123,35 @@ func (s *Service) Reindex(ctx context.Context, w Walker, report func(Progress)) 
 		}
 	}
 	if len(stale) > 0 {
+		s.wmu.Lock()
+		s.mu.Lock()
 		ids := make([]graph.FileID, 0, len(stale))
 		for id := range stale {
-			ids = append(ids, id)
+			if _, live := s.touched[uint64(id)]; !live {
+				ids = append(ids, id)
+			}
 		}
-		if err := s.store.Forget(ctx, ids); err != nil {
+		s.mu.Unlock()
+		err := s.store.Forget(ctx, ids)
+		s.wmu.Unlock()
+		if err != nil {
 			return p, fmt.Errorf("drop stale index entries: %w", err)
 		}
 		p.Forgotten = int64(len(ids))
 	}
+	// Files live changes named keep what those changes said.
+	s.mu.Lock()
 	s.kmu.Lock()
+	for id := range s.touched {
+		if _, ok := s.known[id]; ok {
+			known[id] = struct{}{}
+		} else {
+			delete(known, id)
+		}
+	}
 	s.known = known
 	s.kmu.Unlock()
+	s.mu.Unlock()
 	p.Done = true
 	report(p)
 	return p, nil

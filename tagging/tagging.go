@@ -6,7 +6,8 @@ package tagging
 
 // Lock order in this file: Service.locks[i] (one file's read-modify-write of
 // its tags), then Service.mu (the queue of index changes), then Service.kmu
-// (the set of files known to be tagged).
+// (the set of files known to be tagged). Service.wmu (writes to the index,
+// reindex.go) is taken before Service.mu and never under the others.
 
 import (
 	"context"
@@ -72,6 +73,16 @@ type Service struct {
 	// queued changes whenever a change joins the queue, so that a listing
 	// built with the queue laid over it knows when it is out of date.
 	queued atomic.Uint64
+	// While a reindex runs (reindexing > 0), touched collects the files
+	// that live changes name: their queued change is newer than what the
+	// reindex read of them, which must not overwrite it (reindex.go).
+	reindexing int
+	touched    map[uint64]struct{}
+
+	// wmu serializes writes to the index: the queue's batches and a
+	// reindex's, so that a reindex's check of touched and its write are
+	// one step with respect to the queue's writes.
+	wmu sync.Mutex
 
 	stats Stats
 
@@ -335,6 +346,9 @@ func (s *Service) Removed(ids ...uint64) {
 		if len(s.forgets) < maxPending {
 			s.forgets = append(s.forgets, graph.FileID(id))
 		}
+		if s.touched != nil {
+			s.touched[id] = struct{}{}
+		}
 	}
 	s.queued.Add(1)
 	s.mu.Unlock()
@@ -360,6 +374,10 @@ func (s *Service) apply(c graph.Change) {
 	}
 	s.pending = append(s.pending, c)
 	s.queued.Add(1)
+	if s.touched != nil && c.Replace {
+		// (A rename carries no tags: the reindex still writes the file.)
+		s.touched[uint64(c.File.ID)] = struct{}{}
+	}
 	s.stats.IndexPending.Store(int64(len(s.pending)))
 	select {
 	case s.wake <- struct{}{}:
@@ -477,7 +495,9 @@ func (s *Service) flushPending(ctx context.Context) error {
 	}
 	if len(forgets) > 0 {
 		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		s.wmu.Lock()
 		err := s.store.Forget(cctx, forgets)
+		s.wmu.Unlock()
 		cancel()
 		if err != nil {
 			s.Failed(err)
@@ -494,7 +514,9 @@ func (s *Service) flushPending(ctx context.Context) error {
 	for len(batch) > 0 {
 		n := min(len(batch), s.batch)
 		cctx, cancel := context.WithTimeout(ctx, s.timeout)
+		s.wmu.Lock()
 		err := s.store.Update(cctx, batch[:n])
+		s.wmu.Unlock()
 		cancel()
 		if err != nil {
 			s.Failed(err)
