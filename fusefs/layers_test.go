@@ -22,6 +22,7 @@ import (
 	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/prealloc"
 	"github.com/disgrafs/disgrafs/tagging"
+	"github.com/disgrafs/disgrafs/tagging/tagtest"
 	"github.com/disgrafs/disgrafs/volume"
 )
 
@@ -310,31 +311,24 @@ func TestPreallocLayer(t *testing.T) {
 	})
 }
 
-// memFiles is a tagging.Files over memory (our own interface).
-type memFiles struct {
-	mu    sync.Mutex
-	xattr map[uint64][]byte
-}
-
-func (m *memFiles) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.xattr[ino], nil
-}
-func (m *memFiles) SetXattr(ctx context.Context, ino uint64, name string, v []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.xattr[ino] = append([]byte(nil), v...)
-	return nil
-}
-func (m *memFiles) RemoveXattr(ctx context.Context, ino uint64, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.xattr, ino)
-	return nil
-}
-func (m *memFiles) Name(ctx context.Context, ino uint64) (string, error) {
-	return "file" + string(rune('0'+ino%10)), nil
+// tagsLayerOverFiles is a tags layer over a fake next layer whose every
+// inode is a regular file, and a lookup through it.
+func tagsLayerOverFiles(svc *tagging.Service) (*tagsLayer, *recordingFS, func(parent uint64, name string) (uint64, fuse.Status)) {
+	next := &recordingFS{}
+	next.getAttr = func(in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+		out.Ino = in.NodeId
+		out.Mode = syscall.S_IFREG | 0o644
+		out.Nlink = 1
+		return fuse.OK
+	}
+	l := newTagsLayer(next, TagOptions{Service: svc, Log: quiet}, names.New(16))
+	lookup := func(parent uint64, name string) (uint64, fuse.Status) {
+		var out fuse.EntryOut
+		h := fuse.InHeader{NodeId: parent}
+		st := l.Lookup(nil, &h, name, &out)
+		return out.NodeId, st
+	}
+	return l, next, lookup
 }
 
 // TestTagsLayer: the tag tree served over a fake next layer and a real bbolt
@@ -345,29 +339,16 @@ func TestTagsLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	files := &memFiles{xattr: map[uint64][]byte{}}
+	files := tagtest.NewMemFiles()
 	svc := tagging.New(files, store, quiet, 5*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); svc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	next := &recordingFS{}
-	next.getAttr = func(in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-		out.Ino = in.NodeId
-		out.Mode = syscall.S_IFREG | 0o644
-		out.Nlink = 1
-		return fuse.OK
-	}
-	l := newTagsLayer(next, TagOptions{Service: svc, Log: quiet}, names.New(16))
+	l, next, lookup := tagsLayerOverFiles(svc)
 	hdr := func(ino uint64) fuse.InHeader { return fuse.InHeader{NodeId: ino} }
 	var tagsRoot0 uint64
-	lookup := func(parent uint64, name string) (uint64, fuse.Status) {
-		var out fuse.EntryOut
-		h := hdr(parent)
-		st := l.Lookup(nil, &h, name, &out)
-		return out.NodeId, st
-	}
 	list := func(dir uint64) []string {
 		var oo fuse.OpenOut
 		if st := l.OpenDir(nil, &fuse.OpenIn{InHeader: hdr(dir)}, &oo); st != fuse.OK {
@@ -421,7 +402,7 @@ func TestTagsLayer(t *testing.T) {
 	if st := l.Rename(nil, &fuse.RenameIn{InHeader: hdr(catDir), Newdir: cuteDir}, "file1", "file1"); st != fuse.OK {
 		t.Fatalf("mv between tags: %v", st)
 	}
-	if got := string(files.xattr[11]); !strings.Contains(got, "cute") || strings.Contains(got, "cat") {
+	if got := files.Xattr(11); !strings.Contains(got, "cute") || strings.Contains(got, "cat") {
 		t.Fatalf("after mv file 11 has tags %q", got)
 	}
 	// rm .tags/cute/file0: untags, never deletes.
@@ -432,7 +413,7 @@ func TestTagsLayer(t *testing.T) {
 	if slices.Contains(next.calls, "Unlink") {
 		t.Fatal("rm in a tag directory unlinked the file")
 	}
-	if got := string(files.xattr[10]); got != "cat" {
+	if got := files.Xattr(10); got != "cat" {
 		t.Fatalf("after rm file 10 has tags %q, want cat", got)
 	}
 	// Reserved names and virtual directories refuse real entries.

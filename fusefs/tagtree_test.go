@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -12,8 +11,8 @@ import (
 
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/graph/boltstore"
-	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/tagging"
+	"github.com/disgrafs/disgrafs/tagging/tagtest"
 )
 
 func TestOverlay(t *testing.T) {
@@ -105,28 +104,15 @@ func TestTagListingsShowQueuedChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	files := &memFiles{xattr: map[uint64][]byte{}}
+	files := tagtest.NewMemFiles()
 	// A short timeout: each tag change waits this long for an index that
 	// never takes it, then returns with the change queued.
 	svc := tagging.New(files, store, quiet, 50*time.Millisecond)
 	if err := store.CreateTag(context.Background(), "cat"); err != nil {
 		t.Fatal(err)
 	}
-	next := &recordingFS{}
-	next.getAttr = func(in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-		out.Ino = in.NodeId
-		out.Mode = syscall.S_IFREG | 0o644
-		out.Nlink = 1
-		return fuse.OK
-	}
-	l := newTagsLayer(next, TagOptions{Service: svc, Log: quiet}, names.New(16))
+	l, _, lookup := tagsLayerOverFiles(svc)
 	hdr := func(ino uint64) fuse.InHeader { return fuse.InHeader{NodeId: ino} }
-	lookup := func(parent uint64, name string) (uint64, fuse.Status) {
-		var out fuse.EntryOut
-		h := hdr(parent)
-		st := l.Lookup(nil, &h, name, &out)
-		return out.NodeId, st
-	}
 	tagsRoot, _ := lookup(1, ".tags")
 	catDir, st := lookup(tagsRoot, "cat")
 	if st != fuse.OK {

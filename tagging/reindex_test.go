@@ -4,41 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/disgrafs/disgrafs/graph"
 	"github.com/disgrafs/disgrafs/graph/boltstore"
+	"github.com/disgrafs/disgrafs/tagging/tagtest"
 )
-
-// memFiles is a Files over memory (our own interface).
-type memFiles struct {
-	mu    sync.Mutex
-	xattr map[uint64][]byte
-}
-
-func (m *memFiles) GetXattr(ctx context.Context, ino uint64, name string) ([]byte, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.xattr[ino], nil
-}
-
-func (m *memFiles) SetXattr(ctx context.Context, ino uint64, name string, v []byte) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.xattr[ino] = append([]byte(nil), v...)
-	return nil
-}
-
-func (m *memFiles) RemoveXattr(ctx context.Context, ino uint64, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.xattr, ino)
-	return nil
-}
-
-func (m *memFiles) Name(ctx context.Context, ino uint64) (string, error) { return "f", nil }
 
 // walkFunc is a Walker (our own interface) made of a function.
 type walkFunc func(ctx context.Context, fn func(ino uint64, name string, tags []byte) error) error
@@ -74,7 +46,7 @@ func TestReindexLeavesLiveChanges(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer store.Close()
-			files := &memFiles{xattr: map[uint64][]byte{}}
+			files := tagtest.NewMemFiles()
 			s := New(files, store, slog.New(slog.DiscardHandler), time.Second)
 			for ino, tags := range tt.before {
 				if err := s.Set(ctx, ino, []string{tags}); err != nil {
