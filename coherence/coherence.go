@@ -81,30 +81,31 @@ func (c Check) State() State {
 // nothing.
 type Counters struct {
 	local, checked atomic.Uint64
-	opens          *prometheus.CounterVec
-	trusted        prometheus.GaugeFunc
 }
 
 // NewCounters creates the counters; with a registerer (the "coherence"
 // subsystem's) they are exported as disgrafs_coherence_opens_total{check}
-// and disgrafs_coherence_trusted.
+// (read from the counters at scrape time: an open costs one atomic add) and
+// disgrafs_coherence_trusted.
 func NewCounters(ch Channel, reg prometheus.Registerer) *Counters {
-	c := &Counters{
-		opens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "opens_total",
-			Help: "Read-only opens of regular files by how their copy's currency was known: local (trusted: no metadata round trip) or engine (asked the metadata engine)."},
-			[]string{"check"}),
-		trusted: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "trusted",
-			Help: "1 while opens of cached files known current are answered without the metadata engine (the change channel is healthy), 0 while every open asks it."},
-			func() float64 {
-				if _, ok := ch.Epoch(); ok {
-					return 1
-				}
-				return 0
-			}),
+	c := &Counters{}
+	if reg == nil {
+		return c
 	}
-	if reg != nil {
-		reg.MustRegister(c.opens, c.trusted)
+	const help = "Read-only opens of regular files by how their copy's currency was known: local (trusted: no metadata round trip) or engine (asked the metadata engine)."
+	opens := func(check string, n *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "opens_total", Help: help,
+			ConstLabels: prometheus.Labels{"check": check}}, func() float64 { return float64(n.Load()) })
 	}
+	trusted := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "trusted",
+		Help: "1 while opens of cached files known current are answered without the metadata engine (the change channel is healthy), 0 while every open asks it."},
+		func() float64 {
+			if _, ok := ch.Epoch(); ok {
+				return 1
+			}
+			return 0
+		})
+	reg.MustRegister(opens("local", &c.local), opens("engine", &c.checked), trusted)
 	return c
 }
 
@@ -116,10 +117,8 @@ func (c *Counters) Opened(local bool) {
 	}
 	if local {
 		c.local.Add(1)
-		c.opens.WithLabelValues("local").Inc()
 	} else {
 		c.checked.Add(1)
-		c.opens.WithLabelValues("engine").Inc()
 	}
 }
 
