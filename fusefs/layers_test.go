@@ -52,6 +52,21 @@ type nopCloser struct{ io.ReaderAt }
 
 func (nopCloser) Close() error { return nil }
 
+// cacheHolding is a whole-file cache holding ino's content at the version
+// of attrs[ino], closed at the end of the test.
+func cacheHolding(t *testing.T, attrs map[uint64]*meta.Attr, ino uint64, content []byte) *cache.Cache {
+	t.Helper()
+	c, err := cache.Open(cache.Config{Dir: t.TempDir(), Capacity: 1 << 20, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Fill(context.Background(), &memSource{files: map[uint64][]byte{ino: content}, attrs: attrs}, ino); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // baseLike makes a recordingFS open and release handles as the base layer
 // does: an entry in the table with the file's attributes.
 func baseLike(r *recordingFS, handles *handleTable, attrs map[uint64]*meta.Attr) {
@@ -100,16 +115,8 @@ func TestCacheLayerOpen(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := cache.Open(cache.Config{Dir: t.TempDir(), Capacity: 1 << 20, Log: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
 			attrs := map[uint64]*meta.Attr{2: attr(len(content)), 3: attr(10)}
-			src := &memSource{files: map[uint64][]byte{2: content}, attrs: attrs}
-			if _, err := c.Fill(context.Background(), src, 2); err != nil {
-				t.Fatal(err)
-			}
+			c := cacheHolding(t, attrs, 2, content)
 			handles := newHandleTable()
 			next := &recordingFS{}
 			baseLike(next, handles, attrs)
@@ -486,15 +493,8 @@ func TestCacheLayerTrust(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := cache.Open(cache.Config{Dir: t.TempDir(), Capacity: 1 << 20, Log: quiet})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
 			attrs := map[uint64]*meta.Attr{2: attr, 3: attr}
-			if _, err := c.Fill(context.Background(), &memSource{files: map[uint64][]byte{2: content}, attrs: attrs}, 2); err != nil {
-				t.Fatal(err)
-			}
+			c := cacheHolding(t, attrs, 2, content)
 			handles := newHandleTable()
 			next := &recordingFS{}
 			baseLike(next, handles, attrs)
