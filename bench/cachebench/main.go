@@ -14,6 +14,10 @@
 //	(c) disgrafs-cold  disgrafs with a fresh cache directory, prefetcher on
 //	(d) disgrafs-warm  disgrafs after `disgrafs warmup --tag train`
 //	(e) native         a plain local directory holding the same files
+//	(f) disgrafs-local        the embedded default volume (no latency),
+//	                          written through its mount and warmed
+//	(g) disgrafs-local-check  the same with --open-check always
+//	(h) disgrafs-local-ro     the same, remounted --read-only after the warmup
 //
 // The page cache is dropped before every pass (-page-cache second-epoch
 // instead reads every file once, unmeasured, before the passes of warm
