@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/juicedata/juicefs/pkg/meta"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/disgrafs/disgrafs/bpf"
 	"github.com/disgrafs/disgrafs/cache"
@@ -59,6 +60,7 @@ type cacheState struct {
 	learner  *cache.Learner
 	dir      string
 	channel  coherence.Channel
+	shared   *coherence.Shared // nil unless the volume is shared through Redis
 	opens    *coherence.Counters
 
 	mu      sync.Mutex
@@ -108,11 +110,14 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	}
 	st.c = c
 	st.src = d.vol.CacheSource()
-	st.channel = d.changeChannel()
+	st.channel, st.shared = d.changeChannel()
 	st.opens = coherence.NewCounters(st.channel, d.reg.Subsystem("coherence"))
 	opts := &fusefs.CacheOptions{
 		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
 		TTL: cc.TTL, Metrics: st.met, Coherence: st.channel, Opens: st.opens,
+	}
+	if st.shared != nil {
+		opts.Publisher = st.shared
 	}
 	if cc.Prefetch {
 		st.prefetch = cache.NewPrefetcher(c, st.src, d.ranking(), cc.PrefetchConfig, d.log.With("component", "prefetch"))
@@ -128,17 +133,35 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	return nil
 }
 
-// changeChannel is how this mount learns that files changed on the volume.
-func (d *Daemon) changeChannel() coherence.Channel {
+// changeChannel is how this mount learns that files changed on the volume;
+// shared is set for a volume shared through Redis (it must also be run and
+// given the file system's callbacks).
+func (d *Daemon) changeChannel() (ch coherence.Channel, shared *coherence.Shared) {
 	switch {
-	case d.cfg.Cache.OpenCheckAlways:
-		return coherence.Check{Why: "--open-check always: every open of a cached file asks the metadata engine"}
 	case d.cfg.FS.NoOpen:
-		return coherence.Exclusive{Detail: "a --read-only mount of the embedded volume: nothing can change it, so the kernel opens files without asking and keeps their pages"}
+		return coherence.Exclusive{Detail: "a --read-only mount of the embedded volume: nothing can change it, so the kernel opens files without asking and keeps their pages"}, nil
+	case d.cfg.MetaURL == "" && d.cfg.Cache.OpenCheckAlways:
+		return coherence.Check{Why: "--open-check always: every open of a cached file asks the metadata engine"}, nil
 	case d.cfg.MetaURL == "":
-		return coherence.Exclusive{}
+		return coherence.Exclusive{}, nil
 	}
-	return coherence.Check{Why: fmt.Sprintf("no change channel for a shared %s volume yet: every open of a cached file asks the metadata engine (one round trip)", d.vol.Meta.Name())}
+	name := d.vol.Meta.Name()
+	if name != "redis" {
+		return coherence.Check{Why: fmt.Sprintf("no change channel for a shared %s volume yet: every open of a cached file asks the metadata engine (one round trip)", name)}, nil
+	}
+	opt, err := redis.ParseURL(d.vol.URL)
+	if err == nil {
+		shared, err = coherence.NewShared(coherence.SharedConfig{Redis: opt, Volume: d.vol.Format.UUID,
+			Trust: !d.cfg.Cache.OpenCheckAlways, Log: d.log.With("component", "coherence"), Reg: d.reg.Subsystem("coherence")})
+	}
+	if err != nil {
+		// Sentinel and cluster addresses: no channel, and the other
+		// nodes' channels do not hear of this node's changes either.
+		d.log.Warn("no change channel for this Redis address; every open of a cached file asks the metadata engine, and other nodes that trust their copies do not hear of this node's changes",
+			"error", err)
+		return coherence.Check{Why: "no change channel for this Redis address (" + err.Error() + "): every open of a cached file asks the metadata engine"}, nil
+	}
+	return shared, shared
 }
 
 // runCache starts the cache's background work: saving the index, the
@@ -148,6 +171,14 @@ func (d *Daemon) runCache() {
 		return
 	}
 	d.run.Go("cache index", d.cache.c.Run)
+	if sh := d.cache.shared; sh != nil {
+		sh.Handle(d.fs.ApplyRemote, d.fs.Doubt)
+		d.run.Go("change channel", func(ctx context.Context) {
+			if err := sh.Run(ctx); err != nil {
+				d.log.Error("change channel", "error", err)
+			}
+		})
+	}
 	if p := d.cache.prefetch; p != nil {
 		p.SetForeground(d.fs.ForegroundReads)
 		d.run.Go("prefetcher", p.Run)

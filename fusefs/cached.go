@@ -60,6 +60,10 @@ type CacheOptions struct {
 	// Opens counts how read-only opens learnt their copy was current (may
 	// be nil).
 	Opens *coherence.Counters
+	// Publisher, when the volume is shared through a change channel, tells
+	// the other nodes what this mount changes (remote.go); long kernel
+	// timeouts are then given only while the channel is current.
+	Publisher Publisher
 }
 
 // cacheLayer serves reads of cached files: from the local copy through FUSE
@@ -97,6 +101,15 @@ type cacheLayer struct {
 	// or, once channels report single files, remove it.
 	tmu   sync.Mutex
 	trust map[uint64]trusted
+	// Changes the channel reported (remote.go): changed[ino] is the count
+	// rgen at the file's last one; counts up to rfloor are forgotten.
+	changed      map[uint64]uint64
+	rgen, rfloor uint64
+
+	// given: inodes given long kernel timeouts while the channel was
+	// current, taken back when it lapses (remote.go).
+	gmu   sync.Mutex
+	given map[uint64]struct{}
 }
 
 // trusted is an entry of the trust table.
@@ -180,7 +193,7 @@ type inodeIO struct {
 func newCacheLayer(next fuse.RawFileSystem, o CacheOptions, handles *handleTable, idx *names.Index, log *slog.Logger) *cacheLayer {
 	c := &cacheLayer{RawFileSystem: next, CacheOptions: o, handles: handles, names: idx, log: log,
 		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{},
-		trust: map[uint64]trusted{}}
+		trust: map[uint64]trusted{}, changed: map[uint64]uint64{}, given: map[uint64]struct{}{}}
 	if c.Coherence == nil {
 		c.Coherence = coherence.Check{Why: "no change channel"}
 	}
@@ -225,6 +238,7 @@ func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	// The epoch before the engine is asked: a change the channel reports
 	// after this point may be one the engine's answer does not show yet.
 	epoch, healthy := c.Coherence.Epoch()
+	gen := c.remoteGen()
 	if status := c.RawFileSystem.Open(cancel, in, out); status != fuse.OK {
 		return status
 	}
@@ -232,7 +246,7 @@ func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	if h == nil || h.attr.Typ != meta.TypeFile || vfs.IsSpecialNode(meta.Ino(in.NodeId)) {
 		return fuse.OK
 	}
-	if errno := c.openCached(in, h, out, epoch, healthy); errno != 0 {
+	if errno := c.openCached(in, h, out, epoch, gen, healthy); errno != 0 {
 		h.wrote.Store(false) // nothing was written through it
 		c.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
 		return st(errno)
@@ -242,7 +256,7 @@ func (c *cacheLayer) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 
 // openCached decides how an open of a regular file is served, from the
 // attributes JuiceFS has just opened it with.
-func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, epoch uint64, healthy bool) syscall.Errno {
+func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, epoch, gen uint64, healthy bool) syscall.Errno {
 	ino := in.NodeId
 	ch := &cachedHandle{size: h.attr.Length}
 	if in.Flags&writeFlags != 0 {
@@ -307,7 +321,7 @@ func (c *cacheLayer) openCached(in *fuse.OpenIn, h *handle, out *fuse.OpenOut, e
 	}
 	c.Opens.Opened(h.vouched)
 	if ok && healthy && !h.vouched {
-		c.trustFile(ino, &h.attr, epoch)
+		c.trustFile(ino, &h.attr, epoch, gen)
 	}
 	if ok {
 		// A read-only open of a copy: the kernel need not send FLUSH at
@@ -442,13 +456,17 @@ func (c *cacheLayer) vouch(ino uint64, flags uint32) (meta.Attr, bool) {
 }
 
 // trustFile records that an open which asked the engine in epoch found the
-// copy of ino current, unless a handle of this mount may write the file.
+// copy of ino current, unless a handle of this mount may write the file or
+// the channel reported a change to it since the open began (gen).
 // The check and the record are one step under tmu, and a write open
 // publishes its handle before it distrusts the file: either this sees the
 // writer, or the writer's distrust comes after the record.
-func (c *cacheLayer) trustFile(ino uint64, attr *meta.Attr, epoch uint64) {
+func (c *cacheLayer) trustFile(ino uint64, attr *meta.Attr, epoch, gen uint64) {
 	c.tmu.Lock()
 	defer c.tmu.Unlock()
+	if c.remoteSinceLocked(ino, gen) {
+		return
+	}
 	writer := false
 	c.handles.each(ino, func(h *handle) {
 		if h.wrote.Load() {
@@ -508,22 +526,34 @@ func (c *cacheLayer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 func (c *cacheLayer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	c.distrust(in.NodeId)
 	status := c.RawFileSystem.SetAttr(cancel, in, out)
-	if status == fuse.OK && in.Valid&fuse.FATTR_SIZE != 0 {
-		c.invalidate(in.NodeId)
+	if status != fuse.OK {
+		return status
 	}
-	return status
+	if in.Valid&fuse.FATTR_SIZE != 0 {
+		c.invalidate(in.NodeId)
+		return c.publish(cancel, coherence.Change{Inodes: []uint64{in.NodeId}})
+	}
+	return c.publishAttrs(cancel, in.NodeId, status)
 }
 
 // SetXAttr distrusts the file: an ACL decides who may open it.
 func (c *cacheLayer) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	c.distrust(in.NodeId)
-	return c.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	status := c.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	if !aclXattr(attr) {
+		return status
+	}
+	return c.publishAttrs(cancel, in.NodeId, status)
 }
 
 // RemoveXAttr distrusts the file, as SetXAttr.
 func (c *cacheLayer) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	c.distrust(h.NodeId)
-	return c.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	status := c.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	if !aclXattr(attr) {
+		return status
+	}
+	return c.publishAttrs(cancel, h.NodeId, status)
 }
 
 // Release forgets the handle's slot, then releases it below; a file read
@@ -562,7 +592,7 @@ func (c *cacheLayer) replyAttr(e *meta.Entry, parent uint64) time.Duration {
 	}
 	switch e.Attr.Typ {
 	case meta.TypeFile:
-		if c.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) {
+		if c.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) && c.leasedTTL(uint64(e.Inode)) {
 			c.warmParent(uint64(e.Attr.Parent))
 			return c.TTL
 		}
@@ -585,7 +615,7 @@ func (c *cacheLayer) warmDirTTL(e *meta.Entry) time.Duration {
 	c.dmu.Lock()
 	_, warm := c.warmDirs[uint64(e.Inode)]
 	c.dmu.Unlock()
-	if !warm {
+	if !warm || !c.leasedTTL(uint64(e.Inode)) {
 		return 0
 	}
 	c.warmParent(uint64(e.Attr.Parent))

@@ -59,6 +59,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/juicedata/juicefs/pkg/vfs"
 
+	"github.com/disgrafs/disgrafs/coherence"
 	"github.com/disgrafs/disgrafs/names"
 	"github.com/disgrafs/disgrafs/prealloc"
 )
@@ -163,6 +164,23 @@ func (fs *FS) TagsChanged() {
 // FUSE passthrough (false when off, or when the kernel refused it).
 func (fs *FS) PassthroughActive() bool {
 	return fs.cache != nil && fs.cache.passthrough.Load()
+}
+
+// ApplyRemote drops what the mount holds of a change another node made
+// (coherence.Shared calls it in stream order).
+func (fs *FS) ApplyRemote(ch coherence.Change) {
+	if fs.cache == nil {
+		return
+	}
+	fs.cache.applyRemote(ch, fs.base.forgetRemote)
+}
+
+// Doubt takes back what the kernel was given on the strength of a change
+// channel that has lapsed.
+func (fs *FS) Doubt() {
+	if fs.cache != nil {
+		fs.cache.doubt()
+	}
 }
 
 // ForegroundReads is the number of reads in flight through the daemon.

@@ -30,6 +30,9 @@ type handle struct {
 	// wrote: opened for writing or created; the base layer calls the
 	// written hook (the auto-tagger) after its release.
 	wrote atomic.Bool
+	// dirty: written through since its last flush or fsync (the cache
+	// layer publishes the change to other nodes at the next one).
+	dirty atomic.Bool
 	// async: the pre-allocation layer may answer this handle's close early
 	// (nil: an ordinary close).
 	async atomic.Pointer[asyncHandle]

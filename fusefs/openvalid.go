@@ -49,6 +49,31 @@ func newLookupMemo(window time.Duration) *lookupMemo {
 	return &lookupMemo{window: window}
 }
 
+// forget drops what a lookup recorded of ino: it changed on another node.
+func (m *lookupMemo) forget(ino uint64) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	if r := &m.slots[ino%lookupSlots]; uint64(r.ino) == ino {
+		*r = lookupRecord{}
+	}
+	m.mu.Unlock()
+}
+
+// invalidateAllChunks is JuiceFS's index for every chunk of a file
+// (pkg/meta/openfile.go).
+const invalidateAllChunks = 0xFFFFFFFF
+
+// forgetRemote drops what the base layer and JuiceFS remember of a file
+// another node changed: the lookup memo, and the slice lists JuiceFS keeps
+// across opens while the file's mtime is unchanged (an overwrite that keeps
+// the mtime would otherwise read the old slices).
+func (b *baseFS) forgetRemote(ino uint64) {
+	b.lookups.forget(ino)
+	b.v.Meta.InvalidateChunkCache(meta.Background(), meta.Ino(ino), invalidateAllChunks)
+}
+
 // note records the attributes a lookup has just read from the engine.
 func (m *lookupMemo) note(pid uint32, ino meta.Ino, attr *meta.Attr) {
 	if m == nil || attr == nil || attr.Typ != meta.TypeFile || !attr.Full {
