@@ -52,8 +52,12 @@ import (
 type Change struct {
 	// Inodes whose data changed (a write closed, a truncate).
 	Inodes []uint64 `json:"i,omitempty"`
-	// Attrs: inodes whose attributes only changed (a chmod, an ACL).
+	// Attrs: inodes whose attributes only changed (a chmod, an ACL), or
+	// that a writer other than DisGraFS changed in some way (tracking).
 	Attrs []uint64 `json:"a,omitempty"`
+	// Dirs whose entries a writer other than DisGraFS changed (tracking):
+	// which names is not known.
+	Dirs []uint64 `json:"d,omitempty"`
 	// Entries whose names were removed or now name another inode.
 	Entries []Entry `json:"e,omitempty"`
 }
@@ -65,7 +69,9 @@ type Entry struct {
 }
 
 // Empty reports whether the change names nothing.
-func (c Change) Empty() bool { return len(c.Inodes) == 0 && len(c.Attrs) == 0 && len(c.Entries) == 0 }
+func (c Change) Empty() bool {
+	return len(c.Inodes) == 0 && len(c.Attrs) == 0 && len(c.Entries) == 0 && len(c.Dirs) == 0
+}
 
 // SharedConfig configures a Shared channel.
 type SharedConfig struct {
@@ -116,13 +122,15 @@ type Shared struct {
 	renew chan int64    // ids of own pings handled, to the renewer
 	doubt chan struct{} // lapses, to the doubter
 	conns int           // mu: connections the subscription made
+	subID atomic.Int64  // Redis client id of the subscription's connection
+	track *redis.Conn   // renewer: the connection whose key tracking redirects to the subscription
 	acks  chan ack      // acknowledgements to send
 
 	m sharedMetrics
 }
 
 type sharedMetrics struct {
-	fallbacks, invalRecv, invalSent, waits, gaveUp atomic.Uint64
+	fallbacks, invalRecv, invalSent, waits, gaveUp, tracked atomic.Uint64
 	waitHist                                       prometheus.Histogram
 }
 
@@ -177,7 +185,10 @@ func NewShared(cfg SharedConfig) (*Shared, error) {
 	s.client = redis.NewClient(&opt)
 	sopt := *cfg.Redis
 	sopt.ReadTimeout = -1 // a subscription waits as long as the stream is quiet
-	sopt.OnConnect = func(context.Context, *redis.Conn) error {
+	// RESP2: Redis sends the tracked keys to a RESP2 subscription as
+	// messages of __redis__:invalidate (RESP3 would get push replies).
+	sopt.Protocol = 2
+	sopt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		// A new connection of the subscription: whatever was published
 		// while it had none is lost.
 		s.mu.Lock()
@@ -185,6 +196,11 @@ func NewShared(cfg SharedConfig) (*Shared, error) {
 		if s.conns++; s.conns > 1 {
 			s.lapseLocked("the change stream reconnected")
 		}
+		id, err := cn.ClientID(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("the subscription's client id: %w", err)
+		}
+		s.subID.Store(id)
 		return nil
 	}
 	s.sub = redis.NewClient(&sopt)
@@ -198,6 +214,7 @@ func NewShared(cfg SharedConfig) (*Shared, error) {
 		cfg.Reg.MustRegister(s.m.waitHist,
 			counter("fallbacks_total", "Times trust lapsed (the change stream broke, stalled or a renewal failed): opens asked the metadata engine until it was back.", &s.m.fallbacks),
 			counter("invalidations_received_total", "Changes other nodes published that this node applied.", &s.m.invalRecv),
+			counter("tracked_changes_total", "Changes of JuiceFS's inode and directory keys that Redis key tracking reported (every writer, the juicefs CLI included).", &s.m.tracked),
 			counter("invalidations_sent_total", "Changes this node published to the other nodes.", &s.m.invalSent),
 			counter("writer_waits_total", "Changes of this node that waited for other trusting nodes.", &s.m.waits),
 			counter("writer_wait_expired_total", "Waits that ended on a node's lease running out instead of its acknowledgement.", &s.m.gaveUp),
@@ -291,7 +308,11 @@ func (s *Shared) State() State {
 // Run serves the channel until ctx ends; it leaves the registry on return.
 func (s *Shared) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
-	ps := s.sub.Subscribe(ctx, s.streamKey, s.ackKey)
+	channels := []string{s.streamKey, s.ackKey}
+	if s.cfg.Trust {
+		channels = append(channels, trackingChannel)
+	}
+	ps := s.sub.Subscribe(ctx, channels...)
 	var wg sync.WaitGroup
 	for _, f := range []func(context.Context){s.work, s.pinger, s.renewer, s.acker, s.watch, s.doubter} {
 		wg.Add(1)
@@ -307,6 +328,9 @@ func (s *Shared) Run(ctx context.Context) error {
 	defer lcancel()
 	if err := s.client.ZRem(lctx, s.nodesKey, s.node).Err(); err != nil {
 		s.cfg.Log.Debug("change channel: leaving the registry", "error", err)
+	}
+	if s.track != nil {
+		_ = s.track.Close()
 	}
 	_ = s.sub.Close()
 	return s.client.Close()
@@ -339,6 +363,16 @@ func (s *Shared) receive(ctx context.Context, ps *redis.PubSub) {
 		s.mu.Unlock()
 		if msg.Channel == s.ackKey {
 			s.acked(msg.Payload)
+			continue
+		}
+		if msg.Channel == trackingChannel {
+			if c := trackedChange(msg.PayloadSlice); !c.Empty() {
+				select {
+				case s.queue <- message{Change: c}:
+				case <-ctx.Done():
+					return
+				}
+			}
 			continue
 		}
 		var m message
@@ -379,6 +413,11 @@ func (s *Shared) work(ctx context.Context) {
 			s.others[m.Node] = time.Now()
 			s.mu.Unlock()
 		case m.Node == s.node:
+		case m.Node == "": // key tracking: nobody waits
+			if s.cfg.Apply != nil {
+				s.cfg.Apply(m.Change)
+			}
+			s.m.tracked.Add(1)
 		default:
 			if s.cfg.Apply != nil {
 				s.cfg.Apply(m.Change)
@@ -503,7 +542,10 @@ func (s *Shared) renewer(ctx context.Context) {
 		}
 		sent := time.Now()
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.DoubtAfter)
-		err := renewScript.Run(rctx, s.client, []string{s.nodesKey, s.seenKey}, s.node, s.cfg.Lease.Milliseconds(), id).Err()
+		err := s.checkTracking(rctx)
+		if err == nil {
+			err = renewScript.Run(rctx, s.client, []string{s.nodesKey, s.seenKey}, s.node, s.cfg.Lease.Milliseconds(), id).Err()
+		}
 		cancel()
 		s.mu.Lock()
 		switch {
@@ -521,6 +563,107 @@ func (s *Shared) renewer(ctx context.Context) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// trackingChannel is where Redis sends the keys it tracks (RESP2 redirect).
+const trackingChannel = "__redis__:invalidate"
+
+// trackedChange turns keys Redis reports changed into a change: JuiceFS's
+// i<ino> (attributes; every write rewrites them) and d<ino> (a directory's
+// entries), pkg/meta/redis.go. Other keys with those first letters are not
+// numbered and are left out.
+func trackedChange(keys []string) Change {
+	var c Change
+	for _, k := range keys {
+		if len(k) < 2 {
+			continue
+		}
+		ino, err := strconv.ParseUint(k[1:], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k[0] {
+		case 'i':
+			c.Attrs = append(c.Attrs, ino)
+		case 'd':
+			c.Dirs = append(c.Dirs, ino)
+		}
+	}
+	return c
+}
+
+// checkTracking makes sure Redis reports every change of JuiceFS's inode and
+// directory keys to the subscription (changes by writers that do not publish
+// theirs, the juicefs CLI). Key tracking is a property of one connection, so
+// it runs on a connection of its own; a connection that was replaced or a
+// redirect that no longer names the subscription may have lost reports,
+// which ends trust before tracking is turned on again.
+func (s *Shared) checkTracking(ctx context.Context) error {
+	if !s.cfg.Trust {
+		return nil
+	}
+	sub := s.subID.Load()
+	if s.track != nil {
+		info, err := s.track.Do(ctx, "CLIENT", "TRACKINGINFO").Result()
+		if err == nil && trackingOK(info, sub) {
+			return nil
+		}
+		_ = s.track.Close()
+		s.track = nil
+		if err == nil {
+			err = fmt.Errorf("key tracking not redirected to the subscription (%v)", info)
+		}
+		s.mu.Lock()
+		s.lapseLocked("key tracking: " + err.Error())
+		s.mu.Unlock()
+	}
+	if sub == 0 {
+		return errors.New("key tracking: the subscription has no connection yet")
+	}
+	c := s.client.Conn()
+	if err := c.Do(ctx, "CLIENT", "TRACKING", "ON", "REDIRECT", sub, "BCAST", "PREFIX", "i", "PREFIX", "d").Err(); err != nil {
+		_ = c.Close()
+		return fmt.Errorf("turning key tracking on (Redis 6 or later): %w", err)
+	}
+	s.track = c
+	return nil
+}
+
+// trackingOK reads CLIENT TRACKINGINFO: on, in broadcast mode, redirected
+// to the subscription's connection.
+func trackingOK(info any, sub int64) bool {
+	var flags []any
+	var redirect int64 = -1
+	put := func(k string, v any) {
+		switch k {
+		case "flags":
+			flags, _ = v.([]any)
+		case "redirect":
+			redirect, _ = v.(int64)
+		}
+	}
+	switch m := info.(type) {
+	case map[any]any: // RESP3
+		for k, v := range m {
+			put(fmt.Sprint(k), v)
+		}
+	case []any: // RESP2: key, value, ...
+		for i := 0; i+1 < len(m); i += 2 {
+			put(fmt.Sprint(m[i]), m[i+1])
+		}
+	}
+	on, bcast := false, false
+	for _, f := range flags {
+		switch fmt.Sprint(f) {
+		case "on":
+			on = true
+		case "bcast":
+			bcast = true
+		case "broken_redirect":
+			return false
+		}
+	}
+	return on && bcast && redirect == sub
 }
 
 // watch ends trust when renewals stop, even when no open asks.

@@ -60,7 +60,6 @@ type cacheState struct {
 	learner  *cache.Learner
 	dir      string
 	channel  coherence.Channel
-	shared   *coherence.Shared // nil unless the volume is shared through Redis
 	opens    *coherence.Counters
 
 	mu      sync.Mutex
@@ -110,15 +109,13 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	}
 	st.c = c
 	st.src = d.vol.CacheSource()
-	st.channel, st.shared = d.changeChannel()
+	st.channel = d.channel
 	st.opens = coherence.NewCounters(st.channel, d.reg.Subsystem("coherence"))
 	opts := &fusefs.CacheOptions{
 		Cache: c, Passthrough: cc.Passthrough, PassthroughMin: cc.PassthroughMin, PassthroughMinAge: cc.PassthroughMinAge,
 		TTL: cc.TTL, Metrics: st.met, Coherence: st.channel, Opens: st.opens,
 	}
-	if st.shared != nil {
-		opts.Publisher = st.shared
-	}
+	opts.Leased = d.shared != nil
 	if cc.Prefetch {
 		st.prefetch = cache.NewPrefetcher(c, st.src, d.ranking(), cc.PrefetchConfig, d.log.With("component", "prefetch"))
 		opts.Prefetch = st.prefetch
@@ -133,9 +130,29 @@ func (d *Daemon) openCache(fo *fusefs.Options) error {
 	return nil
 }
 
-// changeChannel is how this mount learns that files changed on the volume;
-// shared is set for a volume shared through Redis (it must also be run and
-// given the file system's callbacks).
+// openChannel sets up how this mount learns that files changed on the
+// volume (d.channel) and, on a volume shared through Redis, how it tells
+// the others (d.shared, run by runChannel).
+func (d *Daemon) openChannel(fo *fusefs.Options) {
+	d.channel, d.shared = d.changeChannel()
+	if d.shared != nil {
+		fo.Publisher = d.shared
+	}
+}
+
+// runChannel runs the shared volume's change channel.
+func (d *Daemon) runChannel() {
+	if sh := d.shared; sh != nil {
+		sh.Handle(d.fs.ApplyRemote, d.fs.Doubt)
+		d.run.Go("directory checks", d.fs.RunRemote)
+		d.run.Go("change channel", func(ctx context.Context) {
+			if err := sh.Run(ctx); err != nil {
+				d.log.Error("change channel", "error", err)
+			}
+		})
+	}
+}
+
 func (d *Daemon) changeChannel() (ch coherence.Channel, shared *coherence.Shared) {
 	switch {
 	case d.cfg.FS.NoOpen:
@@ -152,7 +169,7 @@ func (d *Daemon) changeChannel() (ch coherence.Channel, shared *coherence.Shared
 	opt, err := redis.ParseURL(d.vol.URL)
 	if err == nil {
 		shared, err = coherence.NewShared(coherence.SharedConfig{Redis: opt, Volume: d.vol.Format.UUID,
-			Trust: !d.cfg.Cache.OpenCheckAlways, Log: d.log.With("component", "coherence"), Reg: d.reg.Subsystem("coherence")})
+			Trust: !d.cfg.Cache.OpenCheckAlways && d.cfg.Cache.Size > 0, Log: d.log.With("component", "coherence"), Reg: d.reg.Subsystem("coherence")})
 	}
 	if err != nil {
 		// Sentinel and cluster addresses: no channel, and the other
@@ -171,14 +188,6 @@ func (d *Daemon) runCache() {
 		return
 	}
 	d.run.Go("cache index", d.cache.c.Run)
-	if sh := d.cache.shared; sh != nil {
-		sh.Handle(d.fs.ApplyRemote, d.fs.Doubt)
-		d.run.Go("change channel", func(ctx context.Context) {
-			if err := sh.Run(ctx); err != nil {
-				d.log.Error("change channel", "error", err)
-			}
-		})
-	}
 	if p := d.cache.prefetch; p != nil {
 		p.SetForeground(d.fs.ForegroundReads)
 		d.run.Go("prefetcher", p.Run)

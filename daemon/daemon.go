@@ -21,6 +21,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/disgrafs/disgrafs/coherence"
 	"github.com/disgrafs/disgrafs/control"
 	"github.com/disgrafs/disgrafs/fusefs"
 	"github.com/disgrafs/disgrafs/metrics"
@@ -82,6 +83,10 @@ type Daemon struct {
 	stops *stopStack
 	// run owns every goroutine the daemon starts but the FUSE server's.
 	run *runGroup
+	// channel: how the mount learns of changes; shared: set on a volume shared
+	// through Redis (also how it tells the others).
+	channel coherence.Channel
+	shared  *coherence.Shared
 	// requests is the context of control requests: it ends when the
 	// control socket closes or the background work stops.
 	requests    context.Context
@@ -230,6 +235,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		}
 		d.stops.push("pre-allocation", d.closePrealloc)
 	}
+	d.openChannel(&cfg.FS)
 	if err := d.openCache(&cfg.FS); err != nil {
 		return nil, err
 	}
@@ -260,6 +266,7 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 	d.stops.push("background work", d.run.stop)
 	d.runTags()
 	d.runCache()
+	d.runChannel()
 	d.runObserve()
 	if d.tags != nil {
 		// While the index writer still runs.

@@ -60,10 +60,10 @@ type CacheOptions struct {
 	// Opens counts how read-only opens learnt their copy was current (may
 	// be nil).
 	Opens *coherence.Counters
-	// Publisher, when the volume is shared through a change channel, tells
-	// the other nodes what this mount changes (remote.go); long kernel
-	// timeouts are then given only while the channel is current.
-	Publisher Publisher
+	// Leased: the channel's trust is a lease that may lapse (a shared
+	// volume): long kernel timeouts are given only while it is current, and
+	// taken back when it lapses (remote.go).
+	Leased bool
 }
 
 // cacheLayer serves reads of cached files: from the local copy through FUSE
@@ -110,6 +110,10 @@ type cacheLayer struct {
 	// current, taken back when it lapses (remote.go).
 	gmu   sync.Mutex
 	given map[uint64]struct{}
+	// dirQueue: directories to check (remote.go: runDirChecks).
+	dqmu     sync.Mutex
+	dirQueue map[uint64]struct{}
+	dirWake  chan struct{}
 }
 
 // trusted is an entry of the trust table.
@@ -193,7 +197,8 @@ type inodeIO struct {
 func newCacheLayer(next fuse.RawFileSystem, o CacheOptions, handles *handleTable, idx *names.Index, log *slog.Logger) *cacheLayer {
 	c := &cacheLayer{RawFileSystem: next, CacheOptions: o, handles: handles, names: idx, log: log,
 		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{},
-		trust: map[uint64]trusted{}, changed: map[uint64]uint64{}, given: map[uint64]struct{}{}}
+		trust: map[uint64]trusted{}, changed: map[uint64]uint64{}, given: map[uint64]struct{}{},
+		dirQueue: map[uint64]struct{}{}, dirWake: make(chan struct{}, 1)}
 	if c.Coherence == nil {
 		c.Coherence = coherence.Check{Why: "no change channel"}
 	}
@@ -526,34 +531,34 @@ func (c *cacheLayer) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (
 func (c *cacheLayer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	c.distrust(in.NodeId)
 	status := c.RawFileSystem.SetAttr(cancel, in, out)
-	if status != fuse.OK {
-		return status
-	}
-	if in.Valid&fuse.FATTR_SIZE != 0 {
+	if status == fuse.OK && in.Valid&fuse.FATTR_SIZE != 0 {
 		c.invalidate(in.NodeId)
-		return c.publish(cancel, coherence.Change{Inodes: []uint64{in.NodeId}})
 	}
-	return c.publishAttrs(cancel, in.NodeId, status)
+	return status
 }
 
 // SetXAttr distrusts the file: an ACL decides who may open it.
 func (c *cacheLayer) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	c.distrust(in.NodeId)
-	status := c.RawFileSystem.SetXAttr(cancel, in, attr, data)
-	if !aclXattr(attr) {
-		return status
-	}
-	return c.publishAttrs(cancel, in.NodeId, status)
+	return c.RawFileSystem.SetXAttr(cancel, in, attr, data)
 }
 
 // RemoveXAttr distrusts the file, as SetXAttr.
 func (c *cacheLayer) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	c.distrust(h.NodeId)
-	status := c.RawFileSystem.RemoveXAttr(cancel, h, attr)
-	if !aclXattr(attr) {
-		return status
-	}
-	return c.publishAttrs(cancel, h.NodeId, status)
+	return c.RawFileSystem.RemoveXAttr(cancel, h, attr)
+}
+
+// Fallocate drops the copy: the file's data changes.
+func (c *cacheLayer) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	c.invalidate(in.NodeId)
+	return c.RawFileSystem.Fallocate(cancel, in)
+}
+
+// CopyFileRange drops the destination's copy: its data changes.
+func (c *cacheLayer) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	c.invalidate(in.NodeIdOut)
+	return c.RawFileSystem.CopyFileRange(cancel, in)
 }
 
 // Release forgets the handle's slot, then releases it below; a file read

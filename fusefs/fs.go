@@ -12,6 +12,8 @@
 //	              (prealloc.go)
 //	noOpenLayer   a read-only mount without OPEN, FLUSH and RELEASE: reads
 //	              by inode (noopen.go; --read-only on the embedded volume)
+//	publishLayer  tells the other nodes of a shared volume what each request
+//	              changed, and waits until they applied it (publish.go)
 //	cacheLayer    reads of cached files through passthrough or the page
 //	              cache, invalidation of copies this mount writes (cached.go)
 //	baseFS        a thin translator to JuiceFS's VFS (base.go)
@@ -53,6 +55,7 @@
 package fusefs
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -90,6 +93,9 @@ type Options struct {
 	Prealloc *prealloc.Manager
 	// Names is the mount's name index (nil: names are not remembered).
 	Names *names.Index
+	// Publisher, on a volume with a change channel, tells the other nodes
+	// what this mount changes (nil: nobody to tell).
+	Publisher Publisher
 	// NoOpen serves a read-only mount of a volume nothing else can change
 	// without OPEN, FLUSH and RELEASE requests (see noOpenLayer).
 	NoOpen bool
@@ -123,6 +129,9 @@ func New(v *vfs.VFS, opts Options) *FS {
 		fs.base.filesAbove = true
 		fs.base.voucher = fs.cache
 		next = fs.cache
+	}
+	if opts.Publisher != nil {
+		next = &publishLayer{RawFileSystem: next, pub: opts.Publisher, handles: handles, log: opts.Log}
 	}
 	if opts.NoOpen {
 		next = newNoOpenLayer(next)
@@ -173,6 +182,14 @@ func (fs *FS) ApplyRemote(ch coherence.Change) {
 		return
 	}
 	fs.cache.applyRemote(ch, fs.base.forgetRemote)
+}
+
+// RunRemote does the background part of applying other writers' changes
+// (directory checks) until ctx ends.
+func (fs *FS) RunRemote(ctx context.Context) {
+	if fs.cache != nil {
+		fs.cache.runDirChecks(ctx, fs.base.listDir)
+	}
 }
 
 // Doubt takes back what the kernel was given on the strength of a change

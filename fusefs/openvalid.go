@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -72,6 +73,19 @@ const invalidateAllChunks = 0xFFFFFFFF
 func (b *baseFS) forgetRemote(ino uint64) {
 	b.lookups.forget(ino)
 	b.v.Meta.InvalidateChunkCache(meta.Background(), meta.Ino(ino), invalidateAllChunks)
+}
+
+// listDir returns a directory's names and inodes from the metadata engine.
+func (b *baseFS) listDir(_ context.Context, dir uint64) (map[string]uint64, error) {
+	var ents []*meta.Entry
+	if errno := b.v.Meta.Readdir(meta.Background(), meta.Ino(dir), 0, &ents); errno != 0 {
+		return nil, errno
+	}
+	out := make(map[string]uint64, len(ents))
+	for _, e := range ents {
+		out[string(e.Name)] = uint64(e.Inode)
+	}
+	return out, nil
 }
 
 // note records the attributes a lookup has just read from the engine.

@@ -21,18 +21,9 @@ package fusefs
 
 import (
 	"context"
-	"strings"
-
-	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/disgrafs/disgrafs/coherence"
 )
-
-// Publisher is a change channel that other nodes learn this mount's changes
-// through.
-type Publisher interface {
-	Publish(ctx context.Context, c coherence.Change) error
-}
 
 // maxGiven bounds the inodes given long kernel timeouts on the strength of
 // the channel; past it no more are given until trust lapses and clears it.
@@ -92,6 +83,14 @@ func (c *cacheLayer) applyRemote(ch coherence.Change, forgetLookup func(ino uint
 			c.server.InodeNotify(ino, -1, 0)
 		}
 	}
+	for _, ino := range ch.Attrs {
+		c.mu.Lock()
+		delete(c.pages, ino)
+		c.mu.Unlock()
+	}
+	if len(ch.Dirs) > 0 {
+		c.dirsChanged(ch.Dirs)
+	}
 	for _, e := range ch.Entries {
 		if c.names != nil {
 			c.names.Remove(e.Parent, e.Name)
@@ -101,6 +100,78 @@ func (c *cacheLayer) applyRemote(ch coherence.Change, forgetLookup func(ino uint
 			c.server.EntryNotify(e.Parent, e.Name)
 			c.server.InodeNotify(e.Parent, 0, 0) // the directory's listing
 		}
+	}
+}
+
+// dirsChanged queues directories whose entries changed without saying
+// which (key tracking) for a check of the names the kernel holds in them
+// with long timeouts (runDirChecks).
+func (c *cacheLayer) dirsChanged(dirs []uint64) {
+	c.dqmu.Lock()
+	for _, d := range dirs {
+		c.dirQueue[d] = struct{}{}
+	}
+	c.dqmu.Unlock()
+	select {
+	case c.dirWake <- struct{}{}:
+	default: // a wake-up is pending
+	}
+}
+
+// runDirChecks checks the queued directories until ctx ends; changes that
+// come while a check runs are coalesced into the next one. list returns a
+// directory's names and their inodes, from the metadata engine.
+func (c *cacheLayer) runDirChecks(ctx context.Context, list func(ctx context.Context, dir uint64) (map[string]uint64, error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.dirWake:
+		}
+		c.dqmu.Lock()
+		dirs := c.dirQueue
+		c.dirQueue = map[uint64]struct{}{}
+		c.dqmu.Unlock()
+		for d := range dirs {
+			c.checkDir(ctx, d, list)
+		}
+	}
+}
+
+// checkDir drops the kernel's entries in dir, given long timeouts, whose
+// names no longer lead to the inode the kernel was told.
+func (c *cacheLayer) checkDir(ctx context.Context, dir uint64, list func(ctx context.Context, dir uint64) (map[string]uint64, error)) {
+	if c.server == nil || c.names == nil {
+		return
+	}
+	type kid struct {
+		name string
+		ino  uint64
+	}
+	var kids []kid
+	c.gmu.Lock()
+	for ino := range c.given {
+		for _, d := range c.names.Names(ino) {
+			if d.Parent == dir {
+				kids = append(kids, kid{d.Name, ino})
+			}
+		}
+	}
+	c.gmu.Unlock()
+	c.server.InodeNotify(dir, 0, 0) // its attributes and listing
+	if len(kids) == 0 {
+		return
+	}
+	now, err := list(ctx, dir)
+	if err != nil {
+		c.log.Debug("listing a directory another writer changed; dropping all its entries", "ino", dir, "error", err)
+	}
+	for _, k := range kids {
+		if err == nil && now[k.name] == k.ino {
+			continue
+		}
+		c.names.Remove(dir, k.name)
+		c.server.EntryNotify(dir, k.name)
 	}
 }
 
@@ -129,7 +200,7 @@ func (c *cacheLayer) doubt() {
 // leasedTTL decides a long timeout under a lease channel: given, and
 // remembered so that a lapse can take it back, only while it is current.
 func (c *cacheLayer) leasedTTL(ino uint64) bool {
-	if c.Publisher == nil {
+	if !c.Leased {
 		return true
 	}
 	if _, ok := c.Coherence.Epoch(); !ok {
@@ -145,118 +216,4 @@ func (c *cacheLayer) leasedTTL(ino uint64) bool {
 	}
 	c.given[ino] = struct{}{}
 	return true
-}
-
-// publish tells the other nodes about a change this mount committed; a
-// failure fails the request (the change is made, but other nodes may not
-// see it at their next open).
-func (c *cacheLayer) publish(_ <-chan struct{}, ch coherence.Change) fuse.Status {
-	if c.Publisher == nil {
-		return fuse.OK
-	}
-	// Not cancelled by an interrupt: the change is committed, and the
-	// wait is bounded by the other nodes' leases. (Go programs interrupt
-	// their own system calls with preemption signals all the time.)
-	ctx := context.Background()
-	if err := c.Publisher.Publish(ctx, ch); err != nil {
-		c.log.Error("a change could not be told to the other nodes: they may serve the old state until their lease ends", "error", err)
-		return fuse.EIO
-	}
-	return fuse.OK
-}
-
-// Write marks the handle as holding writes that other nodes must hear of at
-// its flush.
-func (c *cacheLayer) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	n, status := c.RawFileSystem.Write(cancel, in, data)
-	if status == fuse.OK && c.Publisher != nil {
-		if h := c.handles.get(in.Fh); h != nil {
-			h.dirty.Store(true)
-		}
-	}
-	return n, status
-}
-
-// committed publishes a change to the handle's file when it holds writes
-// that the request just committed.
-func (c *cacheLayer) committed(cancel <-chan struct{}, fh, ino uint64) fuse.Status {
-	if c.Publisher == nil {
-		return fuse.OK
-	}
-	if h := c.handles.get(fh); h == nil || !h.dirty.Swap(false) {
-		return fuse.OK
-	}
-	return c.publish(cancel, coherence.Change{Inodes: []uint64{ino}})
-}
-
-// Flush commits the file's writes (JuiceFS), then tells the other nodes.
-func (c *cacheLayer) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	if status := c.RawFileSystem.Flush(cancel, in); status != fuse.OK {
-		return status
-	}
-	return c.committed(cancel, in.Fh, in.NodeId)
-}
-
-// Fsync commits, then tells the other nodes.
-func (c *cacheLayer) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	if status := c.RawFileSystem.Fsync(cancel, in); status != fuse.OK {
-		return status
-	}
-	return c.committed(cancel, in.Fh, in.NodeId)
-}
-
-// Fallocate changes the file's data at once.
-func (c *cacheLayer) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	c.invalidate(in.NodeId)
-	if status := c.RawFileSystem.Fallocate(cancel, in); status != fuse.OK {
-		return status
-	}
-	return c.publish(cancel, coherence.Change{Inodes: []uint64{in.NodeId}})
-}
-
-// CopyFileRange changes the destination's data at once.
-func (c *cacheLayer) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	c.invalidate(in.NodeIdOut)
-	n, status := c.RawFileSystem.CopyFileRange(cancel, in)
-	if status != fuse.OK {
-		return n, status
-	}
-	return n, c.publish(cancel, coherence.Change{Inodes: []uint64{in.NodeIdOut}})
-}
-
-// Unlink tells the other nodes the name is gone.
-func (c *cacheLayer) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if status := c.RawFileSystem.Unlink(cancel, h, name); status != fuse.OK {
-		return status
-	}
-	return c.publish(cancel, coherence.Change{Entries: []coherence.Entry{{Parent: h.NodeId, Name: name}}})
-}
-
-// Rmdir tells the other nodes the name is gone.
-func (c *cacheLayer) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	if status := c.RawFileSystem.Rmdir(cancel, h, name); status != fuse.OK {
-		return status
-	}
-	return c.publish(cancel, coherence.Change{Entries: []coherence.Entry{{Parent: h.NodeId, Name: name}}})
-}
-
-// Rename tells the other nodes both names changed.
-func (c *cacheLayer) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	if status := c.RawFileSystem.Rename(cancel, in, oldName, newName); status != fuse.OK {
-		return status
-	}
-	return c.publish(cancel, coherence.Change{Entries: []coherence.Entry{
-		{Parent: in.NodeId, Name: oldName}, {Parent: in.Newdir, Name: newName}}})
-}
-
-// aclXattr reports whether an extended attribute decides who may open the
-// file.
-func aclXattr(name string) bool { return strings.HasPrefix(name, "system.posix_acl_") }
-
-// publishAttrs tells the other nodes the file's attributes changed.
-func (c *cacheLayer) publishAttrs(cancel <-chan struct{}, ino uint64, status fuse.Status) fuse.Status {
-	if status != fuse.OK {
-		return status
-	}
-	return c.publish(cancel, coherence.Change{Attrs: []uint64{ino}})
 }

@@ -2,14 +2,21 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/juicedata/juicefs/pkg/meta"
+	"github.com/juicedata/juicefs/pkg/vfs"
+
+	"github.com/disgrafs/disgrafs/volume"
 )
 
 // twoNodes mounts one Redis volume twice, each node through its own
@@ -20,6 +27,7 @@ type sharedNode struct {
 	m     *Mount
 	addr  string // metrics
 	proxy string // toxiproxy proxy name
+	meta  string // the metadata URL it mounted
 }
 
 func twoNodes(t *testing.T, name string, latencyMs int, extra ...string) (a, b sharedNode, toxi func(method, path, body string)) {
@@ -38,9 +46,9 @@ func twoNodes(t *testing.T, name string, latencyMs int, extra ...string) (a, b s
 	}
 	mount := func(proxy, pname string) sharedNode {
 		addr := freeMetricsAddr(t)
-		m := startMount(t, MountOpts{Meta: strings.Replace(direct, redisHostPort, proxy, 1),
-			Extra: append([]string{"--metrics", addr, "--auto-tag=false"}, extra...)})
-		return sharedNode{m: m, addr: addr, proxy: pname}
+		meta := strings.Replace(direct, redisHostPort, proxy, 1)
+		m := startMount(t, MountOpts{Meta: meta, Extra: append([]string{"--metrics", addr, "--auto-tag=false"}, extra...)})
+		return sharedNode{m: m, addr: addr, proxy: pname, meta: meta}
 	}
 	a, b = mount(proxyA, "node-a"), mount(proxyB, "node-b")
 	t.Cleanup(func() {
@@ -254,4 +262,130 @@ func sortedKeys(m map[string][]byte) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// plainWriter is a JuiceFS client that is not DisGraFS (as the juicefs CLI
+// is): JuiceFS's VFS as a library, in the test process, which publishes
+// nothing on the change stream.
+type plainWriter struct {
+	t   *testing.T
+	vol *volume.Volume
+	ctx vfs.Context
+}
+
+func newPlainWriter(t *testing.T, metaURL string) *plainWriter {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := volume.Connect(ctx, metaURL, volume.ConnectOptions{Mountpoint: "plain-writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := conn.Open(ctx, volume.Options{Mountpoint: "plain-writer", CacheDir: t.TempDir(), BufferSize: 32 << 20,
+		StatePath: filepath.Join(t.TempDir(), "state.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	return &plainWriter{t: t, vol: v, ctx: vfs.NewLogContext(meta.NewContext(1, 0, []uint32{0}))}
+}
+
+// lookup resolves a path relative to the volume's root.
+func (w *plainWriter) lookup(rel string) (parent meta.Ino, name string, ino meta.Ino) {
+	w.t.Helper()
+	parent = meta.RootInode
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	for _, p := range parts[:len(parts)-1] {
+		e, errno := w.vol.VFS.Lookup(w.ctx, parent, p)
+		if errno != 0 {
+			w.t.Fatalf("plain writer: lookup %s: %v", p, errno)
+		}
+		parent = e.Inode
+	}
+	name = parts[len(parts)-1]
+	if e, errno := w.vol.VFS.Lookup(w.ctx, parent, name); errno == 0 {
+		ino = e.Inode
+	}
+	return parent, name, ino
+}
+
+// write replaces a file's content (O_TRUNC), creating it if needed.
+func (w *plainWriter) write(rel string, data []byte) {
+	w.t.Helper()
+	parent, name, ino := w.lookup(rel)
+	var fh uint64
+	var errno syscall.Errno
+	if ino == 0 {
+		var e *meta.Entry
+		e, fh, errno = w.vol.VFS.Create(w.ctx, parent, name, 0o644, 0, syscall.O_WRONLY)
+		if errno == 0 {
+			ino = e.Inode
+		}
+	} else {
+		_, fh, errno = w.vol.VFS.Open(w.ctx, ino, syscall.O_WRONLY|syscall.O_TRUNC)
+	}
+	if errno != 0 {
+		w.t.Fatalf("plain writer: open %s: %v", rel, errno)
+	}
+	// JuiceFS's open leaves O_TRUNC to the caller (the kernel sends a
+	// truncate).
+	var attr meta.Attr
+	if errno = w.vol.VFS.Truncate(w.ctx, ino, 0, fh, &attr); errno == 0 {
+		errno = w.vol.VFS.Write(w.ctx, ino, data, 0, fh)
+	}
+	if errno == 0 {
+		errno = w.vol.VFS.Flush(w.ctx, ino, fh, 0)
+	}
+	w.vol.VFS.Release(w.ctx, ino, fh)
+	if errno != 0 {
+		w.t.Fatalf("plain writer: write %s: %v", rel, errno)
+	}
+}
+
+// remove unlinks a file.
+func (w *plainWriter) remove(rel string) {
+	w.t.Helper()
+	parent, name, _ := w.lookup(rel)
+	if errno := w.vol.VFS.Unlink(w.ctx, parent, name); errno != 0 {
+		w.t.Fatalf("plain writer: unlink %s: %v", rel, errno)
+	}
+}
+
+// TestCoherenceSharedPlainWriter: a writer that publishes nothing (a JuiceFS
+// client that is not DisGraFS) truncates and rewrites files node A holds
+// trusted, or unlinks and recreates them: Redis key tracking reports the changed keys, and A sees
+// each change after a bounded delay, measured here.
+func TestCoherenceSharedPlainWriter(t *testing.T) {
+	needRoot(t)
+	a, b, _ := twoNodes(t, "plain", 1, "--entry-cache", "0")
+	files := dataset(t, b.m.Path("ds"), "plain", 20, 8<<10, 51)
+	warmup(t, a.m.Path("ds"))
+	waitTrusted(t, a)
+	verify(t, remap(files, b.m.Dir, a.m.Dir))
+	verify(t, remap(files, b.m.Dir, a.m.Dir)) // trusted from here
+	w := newPlainWriter(t, b.meta)
+	var delays []time.Duration
+	for i, p := range sortedKeys(files) {
+		rel := strings.TrimPrefix(p, b.m.Dir)
+		pa := a.m.Path(strings.TrimPrefix(rel, "/"))
+		want := []byte(fmt.Sprintf("plain writer, round %d", i))
+		if i%2 == 1 { // a new inode under the old name
+			w.remove(rel)
+		}
+		w.write(rel, want)
+		written := time.Now()
+		for {
+			got, err := os.ReadFile(pa)
+			if err == nil && bytes.Equal(got, want) {
+				break
+			}
+			if time.Since(written) > 10*time.Second {
+				t.Fatalf("round %d: A still reads %q (%v) 10 s after a plain writer's change", i, head(got), err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		delays = append(delays, time.Since(written))
+	}
+	slices.Sort(delays)
+	t.Logf("a plain writer's change seen by A after: p50 %v, max %v (%d changes); changes Redis key tracking reported to A: %v",
+		delays[len(delays)/2], delays[len(delays)-1], len(delays), metric(t, a.addr, "disgrafs_coherence_tracked_changes_total"))
 }
