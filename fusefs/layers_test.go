@@ -490,6 +490,30 @@ func TestCacheLayerTrust(t *testing.T) {
 			e.h.add(w)
 			open(e, 2, 0)
 		}, 2, 0, false},
+		{"another node's data change takes it away", func(e env) {
+			open(e, 2, 0)
+			e.l.applyRemote(coherence.Change{Inodes: []uint64{2}}, func(uint64) {})
+		}, 2, 0, false},
+		{"another node's attribute change takes it away", func(e env) {
+			open(e, 2, 0)
+			e.l.applyRemote(coherence.Change{Attrs: []uint64{2}}, func(uint64) {})
+		}, 2, 0, false},
+		{"another file's change leaves it", func(e env) {
+			open(e, 2, 0)
+			e.l.applyRemote(coherence.Change{Inodes: []uint64{3}, Entries: []coherence.Entry{{Parent: 1, Name: "x"}}}, func(uint64) {})
+		}, 2, 0, true},
+		{"none from an open that a change reported meanwhile may have raced", func(e env) {
+			gen := e.l.remoteGen() // the open begins
+			e.l.applyRemote(coherence.Change{Attrs: []uint64{2}}, func(uint64) {})
+			e.l.trustFile(2, attr, e.ch.epoch, gen) // its attributes may predate the change
+		}, 2, 0, false},
+		{"none once the changes reported outgrow the marks", func(e env) {
+			gen := e.l.remoteGen()
+			for ino := range uint64(1<<16 + 1) {
+				e.l.applyRemote(coherence.Change{Attrs: []uint64{1000 + ino}}, func(uint64) {})
+			}
+			e.l.trustFile(2, attr, e.ch.epoch, gen)
+		}, 2, 0, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
