@@ -99,11 +99,21 @@ func (p *publishLayer) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRa
 
 // SetAttr: a size change is a data change, anything else an attribute one.
 func (p *publishLayer) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	ch := coherence.Change{Attrs: one(in.NodeId)}
-	if in.Valid&fuse.FATTR_SIZE != 0 {
-		ch = coherence.Change{Inodes: one(in.NodeId)}
+	status := p.RawFileSystem.SetAttr(cancel, in, out)
+	if in.Valid&fuse.FATTR_SIZE == 0 {
+		return p.after(status, coherence.Change{Attrs: one(in.NodeId)})
 	}
-	return p.after(p.RawFileSystem.SetAttr(cancel, in, out), ch)
+	if in.Valid&fuse.FATTR_FH != 0 && status == fuse.OK {
+		// A truncate through a descriptor open for writing (ftruncate,
+		// an open with O_TRUNC): like its writes, other nodes hear of it
+		// at the descriptor's flush or fsync. One message, one wait, per
+		// rewritten file.
+		if h := p.handles.get(in.Fh); h != nil && h.wrote.Load() {
+			h.dirty.Store(true)
+			return status
+		}
+	}
+	return p.after(status, coherence.Change{Inodes: one(in.NodeId)})
 }
 
 // SetXAttr: an ACL decides who may open the file.

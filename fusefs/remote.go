@@ -61,10 +61,30 @@ func (c *cacheLayer) applyRemote(ch coherence.Change, forgetLookup func(ino uint
 	for _, ino := range ch.Inodes {
 		c.remoteMarkLocked(ino)
 	}
-	for _, ino := range ch.Attrs {
+	// An attribute change tells the kernel only about files it may hold
+	// for longer than a plain attribute timeout: trusted, or with pages
+	// kept, or given a long timeout. Key tracking reports every write on
+	// the volume, this node's own included, and the kernel need not
+	// reread the attributes of a file this node is writing.
+	held := make([]bool, len(ch.Attrs))
+	for i, ino := range ch.Attrs {
+		_, held[i] = c.trust[ino]
 		c.remoteMarkLocked(ino)
 	}
 	c.tmu.Unlock()
+	for i, ino := range ch.Attrs {
+		c.mu.Lock()
+		if _, ok := c.pages[ino]; ok {
+			held[i] = true
+			delete(c.pages, ino)
+		}
+		c.mu.Unlock()
+		c.gmu.Lock()
+		if _, ok := c.given[ino]; ok {
+			held[i] = true
+		}
+		c.gmu.Unlock()
+	}
 	for _, ino := range ch.Inodes {
 		forgetLookup(ino)
 		// Open descriptors keep reading the copy they opened (its file
@@ -77,16 +97,11 @@ func (c *cacheLayer) applyRemote(ch coherence.Change, forgetLookup func(ino uint
 			c.server.InodeNotify(ino, 0, 0) // attributes and every page
 		}
 	}
-	for _, ino := range ch.Attrs {
+	for i, ino := range ch.Attrs {
 		forgetLookup(ino)
-		if c.server != nil {
+		if held[i] && c.server != nil {
 			c.server.InodeNotify(ino, -1, 0)
 		}
-	}
-	for _, ino := range ch.Attrs {
-		c.mu.Lock()
-		delete(c.pages, ino)
-		c.mu.Unlock()
 	}
 	if len(ch.Dirs) > 0 {
 		c.dirsChanged(ch.Dirs)
