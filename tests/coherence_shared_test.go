@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,7 +199,32 @@ func TestCoherenceSharedCloseToOpen(t *testing.T) {
 	if st := status(t, a.m); st.Cache == nil || st.Cache.Coherence.Mode != "stream" || !st.Cache.Coherence.Trusted {
 		t.Errorf("status of A says %+v, want the stream, trusted", st.Cache)
 	}
+	// The dashboard's change-stream panels name metrics a node of a Redis
+	// volume exports (TestObservability, on the embedded volume, skips them).
+	exported := sampleNames(families(t, b.addr))
+	panels, _ := dashboardQueries(t, filepath.Join("..", "deploy", "grafana", "disgrafs.json"))
+	stream := regexp.MustCompile(streamMetrics)
+	checked := 0
+	for title, qs := range panels {
+		for _, q := range qs {
+			if !stream.MatchString(q) {
+				continue
+			}
+			checked++
+			for _, r := range metricRef.FindAllString(q, -1) {
+				if !exported[r] {
+					t.Errorf("panel %q: %s is not exported by a node of a Redis volume", title, r)
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Error("the dashboard has no change-stream panel")
+	}
 }
+
+// streamMetrics matches the metrics only a volume with a change stream has.
+const streamMetrics = `disgrafs_coherence_(invalidations_sent|invalidations_received|tracked_changes|fallbacks|writer_wait|writer_waits|stream_last)`
 
 // TestCoherenceSharedChannelBroken: A's connection to Redis stalls without
 // closing (toxiproxy holds every byte) or is cut, while B changes files A
