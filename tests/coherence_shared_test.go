@@ -35,6 +35,13 @@ func twoNodes(t *testing.T, name string, latencyMs int, extra ...string) (a, b s
 	t.Helper()
 	redisHostPort := redisAddr(t)
 	direct, _ := formatShared(t, name)
+	return twoNodesAt(t, redisHostPort, direct, latencyMs, extra...)
+}
+
+// twoNodesAt is twoNodes on a volume already formatted at direct, whose
+// Redis server is redisHostPort.
+func twoNodesAt(t *testing.T, redisHostPort, direct string, latencyMs int, extra ...string) (a, b sharedNode, toxi func(method, path, body string)) {
+	t.Helper()
 	proxyA, toxi := toxiproxy(t, "node-a", redisHostPort, "")
 	host, port, _ := strings.Cut(proxyA, ":")
 	p, _ := strconv.Atoi(port)
@@ -227,12 +234,18 @@ func TestCoherenceSharedCloseToOpen(t *testing.T) {
 const streamMetrics = `disgrafs_coherence_(invalidations_sent|invalidations_received|tracked_changes|fallbacks|writer_wait|writer_waits|stream_last)`
 
 // TestCoherenceSharedChannelBroken: A's connection to Redis stalls without
-// closing (toxiproxy holds every byte) or is cut, while B changes files A
-// holds: B's change waits for A's lease to end, A's trust lapses (counted),
-// and A's next open after recovery sees the change; trust comes back.
+// closing (toxiproxy holds every byte) or is cut, or Redis restarts, while B
+// changes files A holds: B's change waits for A's lease to end (or for
+// nothing, when Redis forgot the leases), A's trust lapses (counted), and
+// A's next open after recovery sees the change; trust comes back.
 func TestCoherenceSharedChannelBroken(t *testing.T) {
 	needRoot(t)
-	a, b, toxi := twoNodes(t, "broken", 1)
+	r := startRedis(t) // its own server, to restart; data kept in an append-only file
+	direct := "redis://" + r.addr() + "/1"
+	if out, err := run(t, "format", "--meta", direct, "--storage", "file", "--bucket", t.TempDir(), "broken"); err != nil {
+		t.Fatalf("format: %v\n%s", err, out)
+	}
+	a, b, toxi := twoNodesAt(t, r.addr(), direct, 1)
 	files := dataset(t, b.m.Path("ds"), "broken", 12, 8<<10, 41)
 	warmup(t, a.m.Path("ds"))
 	waitTrusted(t, a)
@@ -247,6 +260,7 @@ func TestCoherenceSharedChannelBroken(t *testing.T) {
 		}, func() { toxi("DELETE", "/proxies/node-a/toxics/stall", "") }},
 		{"cut", func() { toxi("POST", "/proxies/node-a", `{"enabled":false}`) },
 			func() { toxi("POST", "/proxies/node-a", `{"enabled":true}`) }},
+		{"Redis restarted", func() { r.stop(); r.start() }, func() {}},
 	}
 	for i, br := range breaks {
 		fallbacks0 := metric(t, a.addr, "disgrafs_coherence_fallbacks_total")
