@@ -200,6 +200,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "read" {
 		os.Exit(readerMain(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "loopfloor" {
+		os.Exit(loopfloorMain(os.Args[2:]))
+	}
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

@@ -123,6 +123,8 @@ func ratioSpecs() []ratioSpec {
 		{"small files: embedded volume --read-only / native (h/e)", kindSmall, tDgLocalRO, tNative, 0.9, ">= 0.9 (page cache warm)", 0},
 		{"small files: embedded volume, no open check / open check (f/g)", kindSmall, tDgLocal, tDgLocalCheck, 0, "(no goal)", 0},
 		{"large files: embedded volume warm / native (f/e)", kindLarge, tDgLocal, tNative, 0, "(no goal)", 0},
+		{"small files: disgrafs warm / loopback floor (d/i)", kindSmall, tDgWarm, tLoopFloor, 0, "(no goal: how close one OPEN gets)", 0},
+		{"small files: loopback floor / native (i/e)", kindSmall, tLoopFloor, tNative, 0, "(no goal)", 0},
 	}
 }
 

@@ -31,10 +31,13 @@ const (
 	tDgLocal      = "disgrafs-local"
 	tDgLocalCheck = "disgrafs-local-check"
 	tDgLocalRO    = "disgrafs-local-ro" // remounted --read-only after the warmup
+	// A go-fuse loopback of a native copy whose OPEN is answered from
+	// memory with KEEP_CACHE and NOFLUSH (loopfloor.go).
+	tLoopFloor = "loopback-floor"
 )
 
 func allTargets() []string {
-	return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative, tDgLocal, tDgLocalCheck, tDgLocalRO}
+	return []string{tJuiceCold, tJuiceWarm, tDgCold, tDgWarm, tNative, tDgLocal, tDgLocalCheck, tDgLocalRO, tLoopFloor}
 }
 
 func isLocal(t string) bool { return t == tDgLocal || t == tDgLocalCheck || t == tDgLocalRO }
@@ -58,6 +61,8 @@ func targetLetter(t string) string {
 		return "g"
 	case tDgLocalRO:
 		return "h"
+	case tLoopFloor:
+		return "i"
 	}
 	return ""
 }
@@ -80,6 +85,8 @@ func targetTitle(t string) string {
 		return "disgrafs, embedded volume, warm, --open-check always"
 	case tDgLocalRO:
 		return "disgrafs, embedded volume, warm, --read-only"
+	case tLoopFloor:
+		return "go-fuse loopback, OPEN from memory (KEEP_CACHE, NOFLUSH)"
 	}
 	return t
 }
@@ -314,6 +321,15 @@ func (e *env) newTargets(info *runInfo) {
 		case tNative:
 			t.root = filepath.Join(base, "files")
 			info.targetConfig[name] = fmt.Sprintf("a plain directory (%s) on the same file system as the caches", t.root)
+		case tLoopFloor:
+			t.root = mnt
+			self, _ := os.Executable()
+			files := filepath.Join(base, "files")
+			t.mount = func(ctx context.Context) (*mounted, error) {
+				return startMount(ctx, mountSpec{name: name, argv: []string{self, "loopfloor", files, mnt}, mnt: mnt, fstype: "fuse.loopfloor",
+					logPath: filepath.Join(e.logs, name+".log"), umount: []string{"umount", mnt}, timeout: e.cfg.mountTimeout})
+			}
+			info.targetConfig[name] = fmt.Sprintf("`cachebench loopfloor %s MNT`: a go-fuse v2.12.1 loopback of a native copy; OPEN answered from memory with FOPEN_KEEP_CACHE|FOPEN_NOFLUSH, entries and attributes kept 1 h", files)
 		case tJuiceCold, tJuiceWarm:
 			t.root = mnt
 			t.mount = e.juicefsMount(name, mnt, t.cacheDir, e.cacheSize, t.metrics, e.cfg.juicefsArgs)
@@ -471,9 +487,10 @@ func createData(ctx context.Context, e *env, ds *dataSet, info *runInfo) error {
 	}
 	info.writeVolume = time.Since(start)
 	for _, t := range e.targets {
-		if t.name == tNative {
+		if t.name == tNative || t.name == tLoopFloor {
 			start := time.Now()
-			if err := writeTree(ctx, t.root, ds, e.cfg.writers, false, mtime, progress("the native directory")); err != nil {
+			dir := filepath.Join(t.base, "files")
+			if err := writeTree(ctx, dir, ds, e.cfg.writers, false, mtime, progress("the native directory")); err != nil {
 				return fmt.Errorf("write the native copy: %w", err)
 			}
 			info.writeNative = time.Since(start)
