@@ -131,7 +131,7 @@ type Shared struct {
 
 type sharedMetrics struct {
 	fallbacks, invalRecv, invalSent, waits, gaveUp, tracked atomic.Uint64
-	waitHist                                       prometheus.Histogram
+	waitHist                                                prometheus.Histogram
 }
 
 type message struct {
