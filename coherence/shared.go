@@ -106,7 +106,8 @@ type Shared struct {
 	nodesKey, seenKey       string
 	streamKey, ackKey, idKy string
 
-	// mu guards the trust state.
+	// mu guards the trust state; wmu the waiters. They are never held
+	// together, and no Redis command is sent under either.
 	mu       sync.Mutex
 	epoch    uint64
 	trusting bool

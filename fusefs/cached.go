@@ -2,7 +2,11 @@ package fusefs
 
 // Lock order in this file: inodeIO.mu, then cacheLayer.mu, then the handle
 // table's lock; cacheLayer.tmu, then the handle table's lock. cacheLayer.dmu
-// is taken alone. Opens of one inode serialize
+// and dqmu are taken alone; gmu, then the name index's lock (remote.go).
+// applyRemote takes tmu, mu and gmu one after another, never two at once,
+// and tells the kernel (InodeNotify, EntryNotify) holding none: an
+// invalidation waits for the kernel's inode and directory locks, which
+// requests in flight hold. Opens of one inode serialize
 // on its inodeIO.mu, which is held across the ioctls that register and
 // unregister a passthrough backing file: only opens of the same file wait
 // for them.
