@@ -192,12 +192,12 @@ func NewShared(cfg SharedConfig) (*Shared, error) {
 	sopt.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		// A new connection of the subscription: whatever was published
 		// while it had none is lost.
+		id, err := cn.ClientID(ctx).Result()
 		s.mu.Lock()
-		defer s.mu.Unlock()
 		if s.conns++; s.conns > 1 {
 			s.lapseLocked("the change stream reconnected")
 		}
-		id, err := cn.ClientID(ctx).Result()
+		s.mu.Unlock()
 		if err != nil {
 			return fmt.Errorf("the subscription's client id: %w", err)
 		}
