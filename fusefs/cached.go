@@ -113,7 +113,7 @@ type cacheLayer struct {
 	// given: inodes given long kernel timeouts while the channel was
 	// current, taken back when it lapses (remote.go).
 	gmu   sync.Mutex
-	given map[uint64]struct{}
+	given map[uint64]names.Dentry
 	// dirQueue: directories to check (remote.go: runDirChecks).
 	dqmu     sync.Mutex
 	dirQueue map[uint64]struct{}
@@ -201,7 +201,7 @@ type inodeIO struct {
 func newCacheLayer(next fuse.RawFileSystem, o CacheOptions, handles *handleTable, idx *names.Index, log *slog.Logger) *cacheLayer {
 	c := &cacheLayer{RawFileSystem: next, CacheOptions: o, handles: handles, names: idx, log: log,
 		inodes: map[uint64]*inodeIO{}, pages: map[uint64]cache.Version{}, warmDirs: map[uint64]struct{}{},
-		trust: map[uint64]trusted{}, changed: map[uint64]uint64{}, given: map[uint64]struct{}{},
+		trust: map[uint64]trusted{}, changed: map[uint64]uint64{}, given: map[uint64]names.Dentry{},
 		dirQueue: map[uint64]struct{}{}, dirWake: make(chan struct{}, 1)}
 	if c.Coherence == nil {
 		c.Coherence = coherence.Check{Why: "no change channel"}
@@ -601,12 +601,12 @@ func (c *cacheLayer) replyAttr(e *meta.Entry, parent uint64) time.Duration {
 	}
 	switch e.Attr.Typ {
 	case meta.TypeFile:
-		if c.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) && c.leasedTTL(uint64(e.Inode)) {
+		if c.Cache.Has(uint64(e.Inode), volume.FileVersion(e.Attr)) && c.leasedTTL(uint64(e.Inode), parent, e.Name) {
 			c.warmParent(uint64(e.Attr.Parent))
 			return c.TTL
 		}
 	case meta.TypeDirectory:
-		return c.warmDirTTL(e)
+		return c.warmDirTTL(e, parent)
 	}
 	return 0
 }
@@ -620,11 +620,11 @@ func (c *cacheLayer) replyAttr(e *meta.Entry, parent uint64) time.Duration {
 // renamed or removed by another node keeps answering here by its old path
 // for up to --cache-ttl, like the cached files' own names. The files' data
 // is still checked at every open.
-func (c *cacheLayer) warmDirTTL(e *meta.Entry) time.Duration {
+func (c *cacheLayer) warmDirTTL(e *meta.Entry, parent uint64) time.Duration {
 	c.dmu.Lock()
 	_, warm := c.warmDirs[uint64(e.Inode)]
 	c.dmu.Unlock()
-	if !warm || !c.leasedTTL(uint64(e.Inode)) {
+	if !warm || !c.leasedTTL(uint64(e.Inode), parent, e.Name) {
 		return 0
 	}
 	c.warmParent(uint64(e.Attr.Parent))

@@ -531,3 +531,47 @@ func TestCacheLayerTrust(t *testing.T) {
 		})
 	}
 }
+
+// TestLeasedTimeouts: under a channel whose trust may lapse, long kernel
+// timeouts of cached files are given only while it is current, and each is
+// remembered, with the name it was given for, until a lapse takes it back.
+func TestLeasedTimeouts(t *testing.T) {
+	content := []byte("cached")
+	attr := &meta.Attr{Typ: meta.TypeFile, Length: uint64(len(content)), Mtime: 1, Full: true, Parent: 1}
+	for _, tc := range []struct {
+		name      string
+		leased    bool
+		ok        bool
+		doubt     bool
+		wantTTL   bool
+		wantGiven int
+	}{
+		{"exclusive volume: long, nothing to remember", false, true, false, true, 0},
+		{"shared, current: long and remembered", true, true, false, true, 1},
+		{"shared, lapsed: short", true, false, false, false, 0},
+		{"shared, current, then a lapse: taken back", true, true, true, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			attrs := map[uint64]*meta.Attr{2: attr}
+			c := cacheHolding(t, attrs, 2, content)
+			ch := &fakeChannel{epoch: 1, ok: tc.ok}
+			l := newCacheLayer(&recordingFS{}, CacheOptions{Cache: c, Coherence: ch, TTL: time.Minute, Leased: tc.leased}, newHandleTable(), names.New(16), quiet)
+			ttl := l.replyAttr(&meta.Entry{Inode: 2, Name: []byte("f"), Attr: attr}, 1)
+			if got := ttl > 0; got != tc.wantTTL {
+				t.Errorf("long timeout = %v (%v), want %v", got, ttl, tc.wantTTL)
+			}
+			if tc.doubt {
+				l.doubt()
+			}
+			l.gmu.Lock()
+			got, d := len(l.given), l.given[2]
+			l.gmu.Unlock()
+			if got != tc.wantGiven {
+				t.Errorf("%d inodes remembered, want %d", got, tc.wantGiven)
+			}
+			if got == 1 && (d.Parent != 1 || d.Name != "f") {
+				t.Errorf("remembered under %+v, want 1/f", d)
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"context"
 
 	"github.com/disgrafs/disgrafs/coherence"
+	"github.com/disgrafs/disgrafs/names"
 )
 
 // maxGiven bounds the inodes given long kernel timeouts on the strength of
@@ -165,8 +166,8 @@ func (c *cacheLayer) checkDir(ctx context.Context, dir uint64, list func(ctx con
 	}
 	var kids []kid
 	c.gmu.Lock()
-	for ino := range c.given {
-		for _, d := range c.names.Names(ino) {
+	for ino, g := range c.given {
+		for _, d := range c.givenNames(ino, g) {
 			if d.Parent == dir {
 				kids = append(kids, kid{d.Name, ino})
 			}
@@ -196,16 +197,14 @@ func (c *cacheLayer) checkDir(ctx context.Context, dir uint64, list func(ctx con
 func (c *cacheLayer) doubt() {
 	c.gmu.Lock()
 	given := c.given
-	c.given = map[uint64]struct{}{}
+	c.given = map[uint64]names.Dentry{}
 	c.gmu.Unlock()
 	if c.server == nil {
 		return
 	}
-	for ino := range given {
-		if c.names != nil {
-			for _, d := range c.names.Names(ino) {
-				c.server.EntryNotify(d.Parent, d.Name)
-			}
+	for ino, g := range given {
+		for _, d := range c.givenNames(ino, g) {
+			c.server.EntryNotify(d.Parent, d.Name)
 		}
 		c.server.InodeNotify(ino, -1, 0)
 	}
@@ -214,7 +213,9 @@ func (c *cacheLayer) doubt() {
 
 // leasedTTL decides a long timeout under a lease channel: given, and
 // remembered so that a lapse can take it back, only while it is current.
-func (c *cacheLayer) leasedTTL(ino uint64) bool {
+// The name the reply is for (parent 0: none) is remembered with it: the name
+// index may have forgotten it by the time it must be taken back.
+func (c *cacheLayer) leasedTTL(ino, parent uint64, name []byte) bool {
 	if !c.Leased {
 		return true
 	}
@@ -223,12 +224,29 @@ func (c *cacheLayer) leasedTTL(ino uint64) bool {
 	}
 	c.gmu.Lock()
 	defer c.gmu.Unlock()
-	if _, ok := c.given[ino]; ok {
+	if d, ok := c.given[ino]; ok && (parent == 0 || d.Parent == parent && d.Name == string(name)) {
 		return true
 	}
 	if len(c.given) >= maxGiven {
 		return false
 	}
-	c.given[ino] = struct{}{}
+	c.given[ino] = names.Dentry{Parent: parent, Name: string(name)}
 	return true
+}
+
+// givenNames are the names of ino the kernel may hold for long: the one
+// given with it and those the name index knows.
+func (c *cacheLayer) givenNames(ino uint64, given names.Dentry) []names.Dentry {
+	var out []names.Dentry
+	if given.Parent != 0 {
+		out = append(out, given)
+	}
+	if c.names != nil {
+		for _, d := range c.names.Names(ino) {
+			if d != given {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
 }
