@@ -12,7 +12,8 @@
 #   BENCH_WORKDIR  where volumes, mountpoints and the native directory go
 #                  (default /var/tmp/disgrafs-bench; it should be on the disk to measure)
 #   BENCH_TAGS=0   skip the tag benchmark; BENCH_CACHE=0 skip the cache benchmark;
-#                  BENCH_RSS=0 skip the memory benchmark (RSSBENCH_FILES, default 100000)
+#                  BENCH_RSS=0 skip the memory benchmark (RSSBENCH_FILES, default 100000);
+#                  BENCH_WRITERWAIT=0 skip the writer-wait benchmark
 #   CACHEBENCH_SMALL, CACHEBENCH_LARGE, CACHEBENCH_LARGE_MIB, CACHEBENCH_RUNS,
 #   CACHEBENCH_PASS_LIMIT, CACHEBENCH_FLAGS   size of the cache benchmark (see below)
 # The default run (1 GiB file, 20,000 small files, 3 runs) takes about 10-15 minutes
@@ -105,4 +106,16 @@ if [ "${BENCH_CACHE:-1}" = 1 ]; then
     -out "bench-results/cache-$stamp.md" ${CACHEBENCH_FLAGS:-} \
     2> >(trap '' INT; exec tee "bench-results/cache-$stamp.log" >&2)
   echo "bench: cache results in bench-results/cache-$stamp.md" >&2
+fi
+
+# What close-to-open across nodes costs a writer on a Redis volume: a node's
+# closes with and without another node holding the files trusted, at 1 ms and
+# 10 ms to Redis (WRITERWAIT_FILES, WRITERWAIT_ROUNDS).
+if [ "${BENCH_WRITERWAIT:-1}" = 1 ]; then
+  toxiproxy=$(scripts/toxiproxy.sh install)
+  go build -o bin/writerwait ./bench/writerwait
+  for lat in 1ms 10ms; do
+    "${sudo[@]}" bin/writerwait -disgrafs bin/disgrafs -toxiproxy "$toxiproxy" -latency "$lat" \
+      -files "${WRITERWAIT_FILES:-200}" -rounds "${WRITERWAIT_ROUNDS:-3}" | tee "bench-results/writerwait-$lat-$stamp.md"
+  done
 fi
