@@ -81,6 +81,7 @@ func (c Check) State() State {
 // nothing.
 type Counters struct {
 	local, checked atomic.Uint64
+	lookups        atomic.Uint64 // LOOKUPs answered without the engine
 }
 
 // NewCounters creates the counters; with a registerer (the "coherence"
@@ -105,7 +106,10 @@ func NewCounters(ch Channel, reg prometheus.Registerer) *Counters {
 			}
 			return 0
 		})
-	reg.MustRegister(opens("local", &c.local), opens("engine", &c.checked), trusted)
+	lookups := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "local_lookups_total",
+		Help: "LOOKUPs of names of files known current answered without the metadata engine (after the kernel dropped or expired its entry)."},
+		func() float64 { return float64(c.lookups.Load()) })
+	reg.MustRegister(opens("local", &c.local), opens("engine", &c.checked), trusted, lookups)
 	return c
 }
 
@@ -119,6 +123,13 @@ func (c *Counters) Opened(local bool) {
 		c.local.Add(1)
 	} else {
 		c.checked.Add(1)
+	}
+}
+
+// LookedUp counts a LOOKUP answered without the metadata engine.
+func (c *Counters) LookedUp() {
+	if c != nil {
+		c.lookups.Add(1)
 	}
 }
 

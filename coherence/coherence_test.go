@@ -36,10 +36,14 @@ func TestCounters(t *testing.T) {
 	c.Opened(true)
 	c.Opened(true)
 	c.Opened(false)
+	c.LookedUp()
 	if local, checked := c.Opens(); local != 2 || checked != 1 {
 		t.Errorf("opens local %d, checked %d; want 2 and 1", local, checked)
 	}
 	want := `
+# HELP local_lookups_total LOOKUPs of names of files known current answered without the metadata engine (after the kernel dropped or expired its entry).
+# TYPE local_lookups_total counter
+local_lookups_total 1
 # HELP opens_total Read-only opens of regular files by how their copy's currency was known: local (trusted: no metadata round trip) or engine (asked the metadata engine).
 # TYPE opens_total counter
 opens_total{check="engine"} 1
@@ -53,6 +57,7 @@ trusted 1
 	}
 	var nilCounters *Counters
 	nilCounters.Opened(true) // counts nothing, does not panic
+	nilCounters.LookedUp()
 	if l, e := nilCounters.Opens(); l != 0 || e != 0 {
 		t.Errorf("nil counters say %d, %d", l, e)
 	}

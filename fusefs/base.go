@@ -30,6 +30,9 @@ type attrPolicy interface {
 // metadata engine: it knows the file unchanged since an open that did.
 type openVoucher interface {
 	vouch(ino uint64, flags uint32) (meta.Attr, bool)
+	// vouchEntry returns the file a name leads to and its attributes when
+	// both are known current, so that a LOOKUP need not ask either.
+	vouchEntry(parent uint64, name string) (uint64, meta.Attr, bool)
 }
 
 // baseFS is the bottom of the stack: a thin translator from FUSE requests to
@@ -130,6 +133,13 @@ func attrToFuse(ino meta.Ino, a *meta.Attr, out *fuse.Attr) {
 // Lookup resolves a name in a directory.
 func (b *baseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := newContext(cancel, h)
+	if b.voucher != nil {
+		if ino, attr, ok := b.voucher.vouchEntry(h.NodeId, name); ok {
+			// A name and a file known current: no metadata round trip
+			// (after drop_caches, or once the kernel's entry expired).
+			return b.replyEntry(ctx, &meta.Entry{Inode: meta.Ino(ino), Name: []byte(name), Attr: &attr}, h.NodeId, out)
+		}
+	}
 	e, err := b.v.Lookup(ctx, meta.Ino(h.NodeId), name)
 	if err != 0 {
 		if err == syscall.ENOENT && b.opts.NegEntryTimeout > 0 {

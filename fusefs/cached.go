@@ -464,6 +464,26 @@ func (c *cacheLayer) vouch(ino uint64, flags uint32) (meta.Attr, bool) {
 	return t.attr, true
 }
 
+// vouchEntry (openVoucher) answers a LOOKUP of a name whose file is known
+// current. The name index is exact while the channel is: every name change
+// of this mount updates it, and other nodes' changes reach it (applyRemote,
+// checkDir) before their writers go on. A name the index does not know, or
+// a file not trusted, is looked up in the engine.
+func (c *cacheLayer) vouchEntry(parent uint64, name string) (uint64, meta.Attr, bool) {
+	if c.names == nil {
+		return 0, meta.Attr{}, false
+	}
+	ino, ok := c.names.Ino(parent, name)
+	if !ok {
+		return 0, meta.Attr{}, false
+	}
+	attr, ok := c.vouch(ino, 0)
+	if ok {
+		c.Opens.LookedUp()
+	}
+	return ino, attr, ok
+}
+
 // trustFile records that an open which asked the engine in epoch found the
 // copy of ino current, unless a handle of this mount may write the file or
 // the channel reported a change to it since the open began (gen).

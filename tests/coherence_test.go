@@ -67,6 +67,20 @@ func TestCoherenceEmbeddedOpensLocal(t *testing.T) {
 	if d := opCount(t, addr, "flush") - flush0; d != 0 {
 		t.Errorf("read-only closes of cached files sent %v FLUSH requests, want 0 (FOPEN_NOFLUSH)", d)
 	}
+	// The kernel drops its entries (and the pages): every path walk looks
+	// the files up again, and the daemon answers those lookups itself.
+	lookups0 := metric(t, addr, "disgrafs_coherence_local_lookups_total")
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		t.Fatal(err)
+	}
+	_, engine2 := coherenceOpens(t, addr)
+	verify(t, files)
+	if d := metric(t, addr, "disgrafs_coherence_local_lookups_total") - lookups0; d < float64(len(files)) {
+		t.Errorf("after drop_caches, %v lookups of the %d files were answered without the metadata engine, want all", d, len(files))
+	}
+	if _, engine3 := coherenceOpens(t, addr); engine3 != engine2 {
+		t.Errorf("after drop_caches, %v opens asked the metadata engine, want 0", engine3-engine2)
+	}
 	if st := status(t, m); st.Cache == nil || st.Cache.Coherence.Mode != "exclusive" || !st.Cache.Coherence.Trusted {
 		t.Errorf("status says the open check is %+v, want exclusive and trusted", st.Cache)
 	}
