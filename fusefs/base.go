@@ -33,6 +33,14 @@ type openVoucher interface {
 	// vouchEntry returns the file a name leads to and its attributes when
 	// both are known current, so that a LOOKUP need not ask either.
 	vouchEntry(parent uint64, name string) (uint64, meta.Attr, bool)
+	// entryGen counts the name changes other nodes reported; addName
+	// records a name a lookup read unless one was reported since gen (the
+	// lookup may have read it before the change).
+	entryGen() uint64
+	addName(parent uint64, name string, ino, gen uint64)
+	// leased: names and attributes other nodes change reach this mount
+	// by invalidation, which a listing read earlier cannot see.
+	leased() bool
 }
 
 // baseFS is the bottom of the stack: a thin translator from FUSE requests to
@@ -93,6 +101,9 @@ func (b *baseFS) replyAttr(ctx *reqContext, e *meta.Entry, parent uint64, out *f
 	for _, p := range b.policies {
 		ttl = max(ttl, p.replyAttr(e, parent))
 	}
+	if ctx.listing {
+		ttl = 0
+	}
 	attrToFuse(e.Inode, e.Attr, out)
 	return max(timeout, ttl), ttl
 }
@@ -133,7 +144,9 @@ func attrToFuse(ino meta.Ino, a *meta.Attr, out *fuse.Attr) {
 // Lookup resolves a name in a directory.
 func (b *baseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	ctx := newContext(cancel, h)
+	var gen uint64
 	if b.voucher != nil {
+		gen = b.voucher.entryGen()
 		if ino, attr, ok := b.voucher.vouchEntry(h.NodeId, name); ok {
 			// A name and a file known current: no metadata round trip
 			// (after drop_caches, or once the kernel's entry expired).
@@ -150,7 +163,11 @@ func (b *baseFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, o
 		return st(err)
 	}
 	b.lookups.note(h.Pid, e.Inode, e.Attr)
-	b.names.Add(h.NodeId, name, uint64(e.Inode))
+	if b.voucher != nil {
+		b.voucher.addName(h.NodeId, name, uint64(e.Inode), gen)
+	} else {
+		b.names.Add(h.NodeId, name, uint64(e.Inode))
+	}
 	return b.replyEntry(ctx, e, h.NodeId, out)
 }
 
@@ -477,6 +494,11 @@ func (b *baseFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 		return st(err)
 	}
 	ctx.start = readAt
+	// Under a lease, a listing read before another node's change would put
+	// the old names back after their invalidation: its entries get the
+	// plain timeouts and stay out of the name index.
+	leased := b.voucher != nil && b.voucher.leased()
+	ctx.listing = leased
 	for i, e := range entries {
 		eo := out.AddDirLookupEntry(fuse.DirEntry{Ino: uint64(e.Inode), Name: string(e.Name), Mode: e.Attr.SMode()})
 		if eo == nil {
@@ -484,7 +506,9 @@ func (b *baseFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 			break
 		}
 		if e.Attr.Full {
-			b.names.Add(in.NodeId, string(e.Name), uint64(e.Inode))
+			if !leased {
+				b.names.Add(in.NodeId, string(e.Name), uint64(e.Inode))
+			}
 			b.replyEntry(ctx, e, in.NodeId, eo)
 		} else {
 			eo.Ino = uint64(e.Inode)

@@ -2,7 +2,8 @@ package fusefs
 
 // Lock order in this file: inodeIO.mu, then cacheLayer.mu, then the handle
 // table's lock; cacheLayer.tmu, then the handle table's lock. cacheLayer.dmu
-// and dqmu are taken alone; gmu, then the name index's lock (remote.go).
+// and dqmu are taken alone; gmu, then the name index's lock; tmu, then the
+// name index's lock (remote.go).
 // applyRemote takes tmu, mu and gmu one after another, never two at once,
 // and tells the kernel (InodeNotify, EntryNotify) holding none: an
 // invalidation waits for the kernel's inode and directory locks, which
@@ -109,6 +110,7 @@ type cacheLayer struct {
 	// rgen at the file's last one; counts up to rfloor are forgotten.
 	changed      map[uint64]uint64
 	rgen, rfloor uint64
+	egen         uint64 // name changes other nodes reported (remote.go: removeName)
 
 	// given: inodes given long kernel timeouts while the channel was
 	// current, taken back when it lapses (remote.go).

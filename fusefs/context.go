@@ -19,6 +19,9 @@ type reqContext struct {
 	pid      uint32
 	cancel   <-chan struct{}
 	canceled bool
+	// listing: the request replies with entries of a directory listing
+	// that JuiceFS may have read at an earlier request of its handle.
+	listing bool
 	// validated holds attributes of validatedIno that this request's own
 	// path walk has just read from the metadata engine (see openvalid.go).
 	validated    *meta.Attr

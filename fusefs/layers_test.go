@@ -575,3 +575,32 @@ func TestLeasedTimeouts(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoteNamesRace: a name a lookup read before another node's change to
+// it, reported while the lookup ran, does not go back into the name index
+// (from which lookups of trusted files are answered).
+func TestRemoteNamesRace(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		changed bool
+		want    bool
+	}{
+		{"no change meanwhile: recorded", false, true},
+		{"a change reported meanwhile: left out", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			idx := names.New(16)
+			attr := &meta.Attr{Typ: meta.TypeFile, Length: 1, Mtime: 1, Full: true}
+			c := cacheHolding(t, map[uint64]*meta.Attr{2: attr}, 2, []byte("x"))
+			l := newCacheLayer(&recordingFS{}, CacheOptions{Cache: c, Leased: true}, newHandleTable(), idx, quiet)
+			gen := l.entryGen() // the lookup begins
+			if tc.changed {
+				l.applyRemote(coherence.Change{Entries: []coherence.Entry{{Parent: 1, Name: "f"}}}, func(uint64) {})
+			}
+			l.addName(1, "f", 2, gen)
+			if _, got := idx.Ino(1, "f"); got != tc.want {
+				t.Errorf("name recorded = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -41,6 +41,41 @@ func (c *cacheLayer) remoteMarkLocked(ino uint64) {
 	delete(c.trust, ino)
 }
 
+// removeName forgets a name another node changed; a lookup that read it
+// before will not put it back (addName).
+func (c *cacheLayer) removeName(parent uint64, name string) {
+	if c.names == nil {
+		return
+	}
+	c.tmu.Lock()
+	c.egen++
+	c.names.Remove(parent, name)
+	c.tmu.Unlock()
+}
+
+// entryGen (openVoucher) counts the name changes other nodes reported.
+func (c *cacheLayer) entryGen() uint64 {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	return c.egen
+}
+
+// addName (openVoucher) records a name a lookup read, unless another node
+// changed a name since the lookup began (gen).
+func (c *cacheLayer) addName(parent uint64, name string, ino, gen uint64) {
+	if c.names == nil {
+		return
+	}
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if c.egen == gen {
+		c.names.Add(parent, name, ino)
+	}
+}
+
+// leased (openVoucher): see CacheOptions.Leased.
+func (c *cacheLayer) leased() bool { return c.Leased }
+
 // remoteGen is the count of changes reported so far.
 func (c *cacheLayer) remoteGen() uint64 {
 	c.tmu.Lock()
@@ -108,9 +143,7 @@ func (c *cacheLayer) applyRemote(ch coherence.Change, forgetLookup func(ino uint
 		c.dirsChanged(ch.Dirs)
 	}
 	for _, e := range ch.Entries {
-		if c.names != nil {
-			c.names.Remove(e.Parent, e.Name)
-		}
+		c.removeName(e.Parent, e.Name)
 		if c.server != nil {
 			// ENOENT: the kernel holds no such entry.
 			c.server.EntryNotify(e.Parent, e.Name)
@@ -186,7 +219,7 @@ func (c *cacheLayer) checkDir(ctx context.Context, dir uint64, list func(ctx con
 		if err == nil && now[k.name] == k.ino {
 			continue
 		}
-		c.names.Remove(dir, k.name)
+		c.removeName(dir, k.name)
 		c.server.EntryNotify(dir, k.name)
 	}
 }
