@@ -24,13 +24,19 @@ import (
 
 // floorNode is a loopback node whose opens cost no system call.
 type floorNode struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 }
 
 var (
-	_ fs.NodeOpener = (*floorNode)(nil)
-	_ fs.NodeReader = (*floorNode)(nil)
+	_ fs.NodeOpener      = (*floorNode)(nil)
+	_ fs.NodeReader      = (*floorNode)(nil)
+	_ fs.NodeWrapChilder = (*floorNode)(nil)
 )
+
+// WrapChild makes every node below the root a floorNode too.
+func (n *floorNode) WrapChild(_ context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	return &floorNode{LoopbackNode: ops.(*fs.LoopbackNode)}
+}
 
 // Open answers from memory: reads (page cache misses only) open the file.
 func (n *floorNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -66,11 +72,8 @@ func loopfloorMain(args []string) int {
 		return 1
 	}
 	root := &fs.LoopbackRoot{Path: args[0], Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &floorNode{LoopbackNode: fs.LoopbackNode{RootData: r}}
-	}
 	hour := time.Hour
-	server, err := fs.Mount(args[1], root.NewNode(root, nil, "", &st), &fs.Options{
+	server, err := fs.Mount(args[1], &floorNode{LoopbackNode: &fs.LoopbackNode{RootData: root}}, &fs.Options{
 		EntryTimeout: &hour, AttrTimeout: &hour,
 		MountOptions: fuse.MountOptions{FsName: "loopfloor", Name: "loopfloor", AllowOther: true, MaxReadAhead: 1 << 20},
 	})
