@@ -59,8 +59,10 @@ start() {
   rm -rf "$dir/data" "$dir/home"
   mkdir -p "$dir/data" "$dir/home"
   # The telemetry listener defaults to a fixed port; give it one derived from
-  # the HTTP port so that several servers can run side by side.
-  local tele=${NORNICDB_TELEMETRY_PORT:-$(( (http + 11616) % 50000 + 10000 ))}
+  # the HTTP port so that several servers can run side by side, below the
+  # kernel's ephemeral range (32768-60999), where an outgoing connection can
+  # hold the port and make the server exit at start.
+  local tele=${NORNICDB_TELEMETRY_PORT:-$(( (http + 11616) % 20000 + 10000 ))}
   # Run from DIR: the server looks for ./plugins and ./models.
   cd "$dir"
   HOME="$dir/home" \
@@ -80,7 +82,8 @@ start() {
       return
     fi
     if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$dir/nornicdb.log" >&2 || true
+      # The reason comes before the usage text the server prints after it.
+      grep -v '^  ' "$dir/nornicdb.log" | tail -n 15 >&2 || true
       die "server exited during start (log: $dir/nornicdb.log)"
     fi
     sleep 0.1
