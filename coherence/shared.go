@@ -237,6 +237,21 @@ func (s *Shared) Handle(apply func(Change), doubt func()) {
 	s.cfg.Apply, s.cfg.Doubt = apply, doubt
 }
 
+// Ping checks that the server answers this channel's client (address,
+// password, database).
+func (s *Shared) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("change channel: Redis: %w", err)
+	}
+	return nil
+}
+
+// Close releases a channel that will not be run (Run closes its own).
+func (s *Shared) Close() error {
+	_ = s.sub.Close()
+	return s.client.Close()
+}
+
 // Node is this node's name in the registry.
 func (s *Shared) Node() string { return s.node }
 

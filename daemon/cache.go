@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -166,10 +168,26 @@ func (d *Daemon) changeChannel() (ch coherence.Channel, shared *coherence.Shared
 	if name != "redis" {
 		return coherence.Check{Why: fmt.Sprintf("no change channel for a shared %s volume yet: every open of a cached file asks the metadata engine (one round trip)", name)}, nil
 	}
-	opt, err := redis.ParseURL(d.vol.URL)
+	var opt *redis.Options
+	var err error
+	if u, perr := url.Parse(d.vol.URL); perr == nil && strings.Contains(u.Host, ",") {
+		err = errors.New("a Sentinel or Cluster address list")
+	} else {
+		// The password as JuiceFS takes it: in the URL or META_PASSWORD.
+		opt, err = volume.RedisOptions(d.vol.URL)
+	}
 	if err == nil {
 		shared, err = coherence.NewShared(coherence.SharedConfig{Redis: opt, Volume: d.vol.Format.UUID,
 			Trust: !d.cfg.Cache.OpenCheckAlways && d.cfg.Cache.Size > 0, Log: d.log.With("component", "coherence"), Reg: d.reg.Subsystem("coherence")})
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = shared.Ping(ctx)
+		cancel()
+		if err != nil {
+			_ = shared.Close()
+			shared = nil
+		}
 	}
 	if err != nil {
 		// Sentinel and cluster addresses: no channel, and the other

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,6 +53,12 @@ func TestSecretsNeverShown(t *testing.T) {
 		places[fmt.Sprintf("status --json of mount %d", i+1)] = js
 		st, _ := run(t, "stats", "-c", "1", mm.Dir)
 		places[fmt.Sprintf("stats of mount %d", i+1)] = st
+	}
+	// The change channel authenticates with the same password.
+	for i := 1; i <= 2; i++ {
+		if st := places[fmt.Sprintf("status of mount %d", i)]; !regexp.MustCompile(`Open check:\s+stream`).MatchString(st) {
+			t.Errorf("mount %d has no change stream with a password-protected Redis:\n%s", i, st)
+		}
 	}
 	text, _ := scrape(t, addr)
 	places["metrics"] = text
