@@ -243,6 +243,11 @@ func (s *Shared) Ping(ctx context.Context) error {
 	if err := s.client.Ping(ctx).Err(); err != nil {
 		return fmt.Errorf("change channel: Redis: %w", err)
 	}
+	// The scripts run (EVAL, the registry's commands: an ACL may refuse
+	// them); with no change, nothing is published.
+	if _, _, err := s.publish(ctx, false, Change{}); err != nil {
+		return fmt.Errorf("change channel: Redis refused its script: %w", err)
+	}
 	return nil
 }
 

@@ -119,6 +119,9 @@ func TestSharedPublishWaitsForHolders(t *testing.T) {
 	})
 	defer close(block)
 	b := node(t, opt, false, nil)
+	if err := b.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "node A to trust", func() bool { _, ok := a.Epoch(); return ok })
 	if _, ok := b.Epoch(); ok {
 		t.Error("a node that does not trust says it does")
