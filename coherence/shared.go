@@ -671,7 +671,7 @@ func (s *Shared) Publish(ctx context.Context, c Change) error {
 		if id, live, err = s.publish(ctx, false, c); err == nil {
 			break
 		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
+		if ctx.Err() != nil || time.Now().After(deadline) || errors.Is(err, redis.ErrClosed) {
 			return fmt.Errorf("publishing a change to the other nodes: %w", err)
 		}
 		select {

@@ -142,17 +142,36 @@ func (d *Daemon) openChannel(fo *fusefs.Options) {
 	}
 }
 
-// runChannel runs the shared volume's change channel.
+// runChannel starts the shared volume's change channel. It is not part of
+// the background work: it stops after the pre-allocation layer drained
+// (stopChannel), since every change must still be published.
 func (d *Daemon) runChannel() {
-	if sh := d.shared; sh != nil {
-		sh.Handle(d.fs.ApplyRemote, d.fs.Doubt)
-		d.run.Go("directory checks", d.fs.RunRemote)
-		d.run.Go("change channel", func(ctx context.Context) {
-			if err := sh.Run(ctx); err != nil {
-				d.log.Error("change channel", "error", err)
-			}
-		})
+	sh := d.shared
+	if sh == nil {
+		return
 	}
+	sh.Handle(d.fs.ApplyRemote, d.fs.Doubt)
+	d.run.Go("directory checks", d.fs.RunRemote)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { // owner: stopChannel waits for it
+		defer close(done)
+		if err := sh.Run(ctx); err != nil {
+			d.log.Error("change channel", "error", err)
+		}
+	}()
+	d.channelStop = func() { cancel(); <-done }
+}
+
+// stopChannel stops the change channel (or releases it, when it never ran).
+func (d *Daemon) stopChannel() error {
+	switch {
+	case d.channelStop != nil:
+		d.channelStop()
+	case d.shared != nil:
+		return d.shared.Close()
+	}
+	return nil
 }
 
 func (d *Daemon) changeChannel() (ch coherence.Channel, shared *coherence.Shared) {

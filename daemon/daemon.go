@@ -85,8 +85,9 @@ type Daemon struct {
 	run *runGroup
 	// channel: how the mount learns of changes; shared: set on a volume shared
 	// through Redis (also how it tells the others).
-	channel coherence.Channel
-	shared  *coherence.Shared
+	channel     coherence.Channel
+	shared      *coherence.Shared
+	channelStop func() // set while the channel runs (runChannel)
 	// requests is the context of control requests: it ends when the
 	// control socket closes or the background work stops.
 	requests    context.Context
@@ -229,13 +230,17 @@ func start(ctx context.Context, cfg Config, log *slog.Logger) (_ *Daemon, err er
 		}
 		d.stops.push("graph store", d.tags.store.Close)
 	}
+	// The change channel outlives the pre-allocation layer: async closes
+	// still committing at unmount publish through it (stops run last
+	// pushed first).
+	d.openChannel(&cfg.FS)
+	d.stops.push("change channel", d.stopChannel)
 	if len(cfg.Prealloc.Dirs) > 0 {
 		if err := d.startPrealloc(ctx, &cfg.FS); err != nil {
 			return nil, err
 		}
 		d.stops.push("pre-allocation", d.closePrealloc)
 	}
-	d.openChannel(&cfg.FS)
 	if err := d.openCache(&cfg.FS); err != nil {
 		return nil, err
 	}
